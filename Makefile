@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (installs, runs the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sparseinst-installed
+# The product's Fast DDS transport for camera-size images across processes (see docs/ros.md).
+export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+
+.PHONY: install demo demo-offline test bench bench-train clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/install_ros.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	bash scripts/install_ros.sh $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m sparseinst_core.demo --output outputs/demo
+
+demo-offline: install
+	$(PY) -m sparseinst_core.demo --output outputs/demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m sparseinst_core.benchmark --output outputs/bench
+
+clean:
+	rm -rf build outputs .pytest_cache
