@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sparseinst-installed
 # The product's Fast DDS transport for camera-size images across processes (see docs/ros.md).
-export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 
 .PHONY: install demo demo-offline test bench bench-train clean
 
