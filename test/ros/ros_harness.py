@@ -1,0 +1,186 @@
+"""Helpers for the ROS tests: run a node in its own process and talk to it from the test process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config" / "sparseinst.yaml"
+FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"   # the product's transport configuration
+NODE_NAME = "sparseinst_node"
+CLASS_NAMES = ["circle", "square", "triangle"]   # of the test weights (conftest.weights_file)
+MIN_SIZE = 128   # the nodes under test run at this input size, to stay fast on a CPU
+
+
+class NodeProcess:
+    """A node started as `python -m <module> --ros-args ...`, its output captured in a log file."""
+
+    def __init__(self, module: str, log_path: Path, params: dict | None = None, remaps: dict | None = None,
+                 env: dict | None = None, params_file: Path | None = None):
+        args = [sys.executable, "-m", module, "--ros-args"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
+        for name, value in (params or {}).items():
+            args += ["-p", f"{name}:={_yaml(value)}"]
+        for source, target in (remaps or {}).items():
+            args += ["-r", f"{source}:={target}"]
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                       "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0", **(env or {})}
+        environment = {k: v for k, v in environment.items() if v is not None}
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.process.terminate()   # SIGTERM: rclpy's signal handler shuts the context down
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def _yaml(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
+    return str(value)
+
+
+def stamp(sec: int, nanosec: int = 0):
+    from builtin_interfaces.msg import Time
+    return Time(sec=sec, nanosec=nanosec)
+
+
+class Client:
+    """The test side: publishes images and camera_info, collects every output of the node by stamp."""
+
+    def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME):
+        self.node = Node(name)
+        self.node_name = node_name
+        prefix = f"/{node_name}"
+        self.image_pub = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed",
+                                                         qos_profile_sensor_data)
+        self.info_pub = self.node.create_publisher(
+            CameraInfo, image_topic.rsplit("/", 1)[0] + "/camera_info", qos_profile_sensor_data)
+        self.outputs: dict[str, dict] = defaultdict(dict)      # topic -> {(sec, nanosec): msg}
+        for topic, msg_type in (("detections", Detection2DArray), ("instance_mask", Image),
+                                ("overlay", Image), ("camera_info", CameraInfo)):
+            self.node.create_subscription(msg_type, f"{prefix}/{topic}", self._collector(topic), 10)
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.parameters = AsyncParameterClient(self.node, node_name)
+
+    def _collector(self, topic):
+        def collect(msg):
+            self.outputs[topic][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+        return collect
+
+    def _on_diagnostics(self, msg: DiagnosticArray):
+        if any(status.name.startswith(f"/{self.node_name}") for status in msg.status):
+            self.diagnostics.append(msg)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return predicate()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def wait_for_subscriber(self, timeout: float = 60.0) -> bool:
+        return self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, timeout)
+
+    def send(self, msg, topics=("detections", "instance_mask"), timeout: float = 30.0, repeat: float = 2.0):
+        """Publish `msg` (re-published every `repeat` s: best effort may drop) until outputs with its stamp
+        arrive on every topic in `topics`; returns {topic: msg} or raises AssertionError on timeout."""
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        publisher = self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            publisher.publish(msg)
+            if self.spin_until(lambda: all(key in self.outputs[t] for t in topics), repeat):
+                return {t: self.outputs[t][key] for t in topics}
+        raise AssertionError(f"no {topics} output for stamp {key} within {timeout} s")
+
+    def receives_nothing_for(self, msg, seconds: float) -> bool:
+        """Publish `msg` a few times and check that no output carries its stamp."""
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        publisher = self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            publisher.publish(msg)
+            if self.spin_until(lambda: any(key in out for out in self.outputs.values()), 0.5):
+                return False
+        return True
+
+    def set_parameters(self, **values):
+        """Set parameters through the node's parameter services; returns the SetParametersResult list."""
+        params = [Parameter(name, value=value) if not (isinstance(value, list) and not value)
+                  else Parameter(name, Parameter.Type.STRING_ARRAY, value) for name, value in values.items()]
+        assert self.parameters.wait_for_services(timeout_sec=30.0)
+        future = self.parameters.set_parameters(params)
+        assert self.spin_until(future.done, 30.0), "set_parameters timed out"
+        return future.result().results
+
+    def latest_diagnostics(self, after: float | None = None, timeout: float = 10.0) -> dict[str, str]:
+        """Key/values of a diagnostics report published after now (or `after`, a node clock time in s)."""
+        since = self.node.get_clock().now().nanoseconds / 1e9 if after is None else after
+        def fresh():
+            return [d for d in self.diagnostics if d.header.stamp.sec + d.header.stamp.nanosec / 1e9 > since]
+        assert self.spin_until(lambda: bool(fresh()), timeout), "no fresh diagnostics"
+        status = fresh()[-1].status[0]
+        return {"level": status.level, "message": status.message,
+                **{kv.key: kv.value for kv in status.values}}
+
+    def call(self, client, request, timeout: float = 30.0):
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout), f"service {client.srv_name} timed out"
+        return future.result()
+
+    def destroy(self):
+        self.node.destroy_node()
+
+
+def scene_image(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """A generated scene of shapes (RGB uint8), as the demo model sees them."""
+    from sparseinst_core.data.synthetic import render_scene
+    image, _, _ = render_scene(np.random.default_rng(seed), height, width)
+    return image

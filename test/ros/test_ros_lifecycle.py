@@ -1,0 +1,131 @@
+"""The managed node through every lifecycle transition, driven by the standard lifecycle services."""
+import itertools
+
+import pytest
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from ros_harness import MIN_SIZE, Client, NodeProcess, scene_image, stamp
+
+from sparseinst_ros.conversions import numpy_to_image
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
+_seconds = itertools.count(5000)
+
+
+def frame():
+    msg = numpy_to_image(scene_image(), "rgb8")
+    msg.header.stamp = stamp(next(_seconds))
+    msg.header.frame_id = "camera_optical"
+    return msg
+
+
+@pytest.fixture(scope="module")
+def node(ros, tmp_path_factory):
+    # starts with a weights file that does not exist: the first configure must fail
+    process = NodeProcess("sparseinst_ros.lifecycle_node", tmp_path_factory.mktemp("lifecycle") / "node.log",
+                          params=dict(weights="/nonexistent/weights.pth", device="cpu", min_size=MIN_SIZE,
+                                      max_size=2 * MIN_SIZE, diagnostics_period=0.5),
+                          remaps={"image": "/camera/image_raw"})
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+class Lifecycle:
+    def __init__(self, client: Client):
+        self.client = client
+        self.change = client.node.create_client(ChangeState, "/sparseinst_node/change_state")
+        self.get = client.node.create_client(GetState, "/sparseinst_node/get_state")
+
+    def state(self) -> int:
+        return self.client.call(self.get, GetState.Request(), timeout=60.0).current_state.id
+
+    def transition(self, transition_id: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.client.call(self.change, request, timeout=120.0).success
+
+
+@pytest.fixture(scope="module")
+def client(node):
+    client = Client("lifecycle_test_client")
+    yield client
+    client.destroy()
+
+
+@pytest.fixture(scope="module")
+def lifecycle(client):
+    return Lifecycle(client)
+
+
+def test_starts_unconfigured_without_subscribing(lifecycle, client):
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert client.image_pub.get_subscription_count() == 0
+
+
+def test_configure_with_missing_weights_fails_with_the_reason(lifecycle, node):
+    assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert node.wait_for_log("weights file not found: /nonexistent/weights.pth", timeout=10)
+
+
+def test_weights_can_be_changed_while_unconfigured_and_configure_loads_them(lifecycle, client, weights_file):
+    assert client.set_parameters(weights=str(weights_file))[0].successful
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+    assert not client.set_parameters(weights="/other.pth")[0].successful     # loaded: start-up only now
+
+
+def test_inactive_node_does_not_subscribe(lifecycle, client):
+    assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+    client.spin_for(0.5)
+    assert client.image_pub.get_subscription_count() == 0
+    assert client.receives_nothing_for(frame(), seconds=1.0)
+
+
+def test_activate_starts_inference(lifecycle, client):
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    assert lifecycle.state() == State.PRIMARY_STATE_ACTIVE
+    assert client.wait_for_subscriber(timeout=30)
+    msg = frame()
+    out = client.send(msg)
+    assert out["detections"].header == msg.header and out["instance_mask"].header == msg.header
+
+
+def test_deactivate_pauses_and_reactivation_resumes_without_reloading(lifecycle, client, node):
+    loads = node.log().count("loaded r18_giam")
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+    assert client.spin_until(lambda: client.image_pub.get_subscription_count() == 0, 10.0)
+    assert client.receives_nothing_for(frame(), seconds=1.0)
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    assert client.wait_for_subscriber(timeout=30)
+    client.send(frame())
+    assert node.log().count("loaded r18_giam") == loads
+
+
+def test_cleanup_frees_the_model_and_configure_loads_it_again(lifecycle, client, node, tmp_path, weights_file):
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert client.set_parameters(score_threshold=0.5)[0].successful
+    # corrupt weights: a failed configure leaves the node unconfigured and able to try again
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x02 truncated pickle")
+    assert client.set_parameters(weights=str(corrupt))[0].successful
+    assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert node.wait_for_log(f"configure failed: {corrupt}", timeout=10) or \
+        node.wait_for_log(f"configure failed: could not read checkpoint {corrupt}", timeout=1)
+    assert client.set_parameters(weights=str(weights_file))[0].successful
+    loads = node.log().count("loaded r18_giam")
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert node.log().count("loaded r18_giam") == loads + 1
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    assert client.wait_for_subscriber(timeout=30)
+    client.send(frame())
+
+
+def test_shutdown_finalizes_from_active(lifecycle, client):
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert lifecycle.state() == State.PRIMARY_STATE_FINALIZED
+    assert client.spin_until(lambda: client.image_pub.get_subscription_count() == 0, 10.0)
