@@ -87,8 +87,11 @@ def _read_file(path: Path) -> dict:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} holds more than tensors and plain containers, and is refused so that "
-                         f"loading cannot run code ({str(error).splitlines()[0]})") from error
+        if "Unsupported global" in str(error):  # the weights-only unpickler met a class or function
+            raise ValueError(f"{path} holds more than tensors and plain containers, and is refused so that "
+                             "loading cannot run code") from error
+        raise ValueError(f"could not read checkpoint {path}: the file is truncated or corrupt "
+                         f"(UnpicklingError)") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise ValueError(f"could not read checkpoint {path}: the file is truncated or corrupt "
                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error

@@ -91,3 +91,14 @@ def test_other_class_count_needs_the_explicit_option(model, tmp_path):
     assert report.reinitialised == ["decoder.inst_branch.cls_score.weight", "decoder.inst_branch.cls_score.bias"]
     assert torch.equal(target.decoder.inst_branch.cls_score.weight, fresh_head)
     assert torch.equal(target.encoder.fusion.weight, model.encoder.fusion.weight)
+
+
+@pytest.mark.parametrize("fraction", [0.0001, 0.5, 0.999])
+def test_truncated_legacy_pickle_file(model, tmp_path, fraction):
+    """Pre-zip torch files are a plain pickle stream: cut anywhere, they read as corrupt, not as code."""
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": model.state_dict()}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: max(1, int(len(data) * fraction))])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(model, path)
