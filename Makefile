@@ -17,7 +17,8 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/install_ros.sh
 	@touch $(STAMP)
 
 demo: install
-	$(PY) -m sparseinst_core.demo --output outputs/demo
+	$(PY) -m sparseinst_ros.run_demo --output outputs/ros_demo
+	$(PY) -m sparseinst_core.demo --output outputs/demo --num-images 3
 
 demo-offline: install
 	$(PY) -m sparseinst_core.demo --output outputs/demo
