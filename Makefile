@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m sparseinst_core.benchmark --output outputs/bench
+	$(PY) -m sparseinst_core.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark
 
 clean:
 	rm -rf build outputs .pytest_cache

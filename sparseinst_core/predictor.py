@@ -3,20 +3,26 @@
 Follows the official test-time procedure: resize the shorter side to `min_size` (longer side at most
 `max_size`, PIL bilinear as detectron2 does), pad to a multiple of 32 with the pixel mean (the official
 model pads the *normalised* image with zeros), run the network, post-process, sort by score.
+
+The network runs on a backend (`sparseinst_core.runtime`): PyTorch, optimised by default, or ONNX
+Runtime; post-processing is the fast single-resize procedure by default, the official two-step one with
+`postprocess="reference"`.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .model import SIZE_DIVISIBILITY
+from .model import SIZE_DIVISIBILITY, SparseInst
+from .postprocess import postprocess as postprocess_fast
 from .postprocess import postprocess_reference
+from .runtime import create_backend, resolve_device  # noqa: F401  (resolve_device: public here too)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+POSTPROCESSORS = {"fast": postprocess_fast, "reference": postprocess_reference}
 
 
 @dataclass
@@ -75,47 +81,56 @@ def validate_image(image) -> np.ndarray:
     return image
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' (or None) picks CUDA when available, else the CPU; 'cuda' without a GPU is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; "
-                           "use device='auto' to fall back to the CPU")
-    return device
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device; on the CPU use bf16")
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
-
-
 class Predictor:
     """Runs a SparseInst model on numpy images.
 
     >>> predictor = Predictor(model, min_size=640, max_size=853, score_threshold=0.3)
     >>> result = predictor(image)          # uint8 (H, W, 3) RGB -> Instances
+
+    backend: "torch" (default) or "onnxruntime" (`onnx_path` is run when it exists, else `model` is
+    exported there, or to a temporary file, for `input_size`, by default the padded landscape
+    `min_size` x `max_size`; images are padded to that fixed size). optimize: run the torch backend on
+    `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
+    precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
+    fallback: a backend to use, with a warning, when `backend` cannot run here (e.g. "torch" when
+    onnxruntime or its GPU provider is missing). device "auto" falls back from CUDA to the CPU.
     """
 
-    def __init__(self, model: torch.nn.Module, min_size: int = 640, max_size: int = 853,
+    def __init__(self, model: torch.nn.Module | None, min_size: int = 640, max_size: int = 853,
                  score_threshold: float = 0.3, mask_threshold: float = 0.45,
-                 device: str | torch.device | None = "auto", precision: str = "fp32"):
+                 device: str | torch.device | None = "auto", precision: str = "fp32", *,
+                 backend: str = "torch", optimize: bool = True, postprocess: str = "fast",
+                 onnx_path: str | Path | None = None, input_size: tuple[int, int] | None = None,
+                 fallback: str | None = None):
         if min_size <= 0 or max_size < min_size:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
-        self.device = resolve_device(device)
-        autocast_context(self.device, precision)  # validates the combination now, not at the first frame
+        if postprocess not in POSTPROCESSORS:
+            raise ValueError(f"unknown postprocess {postprocess!r}; expected one of {list(POSTPROCESSORS)}")
+        if backend == "onnxruntime" and input_size is None and (onnx_path is None or not Path(onnx_path).is_file()):
+            input_size = padded_shape(min_size, max_size)
+        self.backend = create_backend(
+            backend, model=model, onnx_path=onnx_path, device=device, precision=precision,
+            optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback)
+        self.device = self.backend.device
         self.precision = precision
-        self.model = model.to(self.device).eval()
+        self.model = model
         self.min_size, self.max_size = min_size, max_size
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
-        self.pixel_mean = torch.tensor(model.config.pixel_mean, dtype=torch.float32).view(3, 1, 1)
+        self.postprocess = POSTPROCESSORS[postprocess]
+        config = model.config if model is not None else self.backend.config
+        pixel_mean = config.pixel_mean if hasattr(config, "pixel_mean") else config["pixel_mean"]
+        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, min_size: int = 640, max_size: int = 853, score_threshold: float = 0.3,
+                  mask_threshold: float = 0.45, device: str | torch.device | None = "auto", precision: str = "fp32",
+                  **options) -> "Predictor":
+        """A predictor on an exported ONNX file alone (`sparseinst_core.export`), run by ONNX Runtime."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no ONNX file at {path}")
+        return cls(None, min_size, max_size, score_threshold, mask_threshold, device, precision,
+                   backend="onnxruntime", onnx_path=path, **options)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) -> float32 (3, h, w) resized as detectron2's ResizeShortestEdge (PIL bilinear)."""
@@ -127,10 +142,18 @@ class Predictor:
         return torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1).float()
 
     def batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """Pad to a common size, a multiple of 32, with the pixel mean (zero after normalisation)."""
+        """Pad to a common size, a multiple of 32 (or the backend's fixed size), with the pixel mean."""
         height = max(t.shape[1] for t in tensors)
         width = max(t.shape[2] for t in tensors)
-        height, width = padded_shape(height, width)
+        if self.backend.input_size is not None:
+            fixed_h, fixed_w = self.backend.input_size
+            if height > fixed_h or width > fixed_w:
+                raise ValueError(f"an image resized to {height}x{width} does not fit the backend's fixed input "
+                                 f"{fixed_h}x{fixed_w}; export the model for a larger size (e.g. the padded "
+                                 f"max_size x max_size for portrait images) or lower min_size/max_size")
+            height, width = fixed_h, fixed_w
+        else:
+            height, width = padded_shape(height, width)
         batch = self.pixel_mean.expand(len(tensors), 3, height, width).clone()
         for slot, tensor in zip(batch, tensors):
             slot[:, :tensor.shape[1], :tensor.shape[2]] = tensor
@@ -143,16 +166,22 @@ class Predictor:
         if not images:
             return []
         tensors = [self.preprocess(im) for im in images]
-        batch = self.batch(tensors).to(self.device)
-        with autocast_context(self.device, self.precision):
-            outputs = self.model(batch)
+        batch = self.batch(tensors)
+        if self.backend.batch_size == 1 and len(images) > 1:  # a batch-1 ONNX model: one image at a time
+            outputs = [self.backend(batch[i:i + 1]) for i in range(len(images))]
+            outputs = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
+        else:
+            outputs = self.backend(batch.to(self.device))
         results = []
         for index, (image, tensor) in enumerate(zip(images, tensors)):
-            scores, labels, masks = postprocess_reference(
+            # The fast procedure sorts before resizing, sparing a copy of the full-size masks.
+            sort = {"sort": True} if self.postprocess is postprocess_fast else {}
+            scores, labels, masks = self.postprocess(
                 outputs["pred_logits"][index], outputs["pred_scores"][index], outputs["pred_masks"][index],
                 padded_size=batch.shape[-2:], image_size=tensor.shape[-2:], original_size=image.shape[:2],
-                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold)
-            order = torch.argsort(scores, descending=True, stable=True)
-            results.append(Instances(scores[order].float().cpu().numpy(), labels[order].cpu().numpy(),
-                                     masks[order].cpu().numpy()))
+                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold, **sort)
+            if not sort:
+                order = torch.argsort(scores, descending=True, stable=True)
+                scores, labels, masks = scores[order], labels[order], masks[order]
+            results.append(Instances(scores.float().cpu().numpy(), labels.cpu().numpy(), masks.cpu().numpy()))
         return results[0] if single else results
