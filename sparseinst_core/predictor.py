@@ -106,8 +106,6 @@ class Predictor:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
         if postprocess not in POSTPROCESSORS:
             raise ValueError(f"unknown postprocess {postprocess!r}; expected one of {list(POSTPROCESSORS)}")
-        if backend == "onnxruntime" and input_size is None and (onnx_path is None or not Path(onnx_path).is_file()):
-            input_size = padded_shape(min_size, max_size)
         self.backend = create_backend(
             backend, model=model, onnx_path=onnx_path, device=device, precision=precision,
             optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback)

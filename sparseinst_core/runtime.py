@@ -144,7 +144,7 @@ def create_backend(backend: str = "torch", model: torch.nn.Module | None = None,
     """Build `backend` ("torch" or "onnxruntime"); on a RuntimeError, warn and build `fallback` instead.
 
     onnxruntime runs `onnx_path` when that file exists; otherwise `model` is exported there (or to a
-    temporary file) for `input_size`.
+    temporary file) for `input_size`, or, without one, for each input size met (`ExportOnDemandBackend`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -160,7 +160,7 @@ def create_backend(backend: str = "torch", model: torch.nn.Module | None = None,
             if model is None:
                 raise ValueError(f"no ONNX file at {onnx_path} and no model to export")
             if input_size is None:
-                raise ValueError("exporting for onnxruntime needs a fixed input_size (H, W)")
+                return ExportOnDemandBackend(model, device=device, precision=precision)
             onnx_path = _export_for_session(model, onnx_path, input_size)
         return OnnxRuntimeBackend(onnx_path, device=device, precision=precision)
     except RuntimeError as error:
@@ -170,6 +170,38 @@ def create_backend(backend: str = "torch", model: torch.nn.Module | None = None,
                       stacklevel=2)
         return create_backend(fallback, model=model, onnx_path=onnx_path, device=device, precision=precision,
                               optimize=optimize, input_size=input_size, fallback=None)
+
+
+class ExportOnDemandBackend:
+    """ONNX Runtime on `model`, exported once for each input size met (a camera stream meets one).
+
+    An ONNX export has a fixed size, and padding an image further than PyTorch would changes the outputs
+    (coordinate features and pyramid pooling see the padded map), so each padded size gets its own export:
+    the results then equal the torch backend's up to float rounding.
+    """
+
+    name = "onnxruntime"
+    input_size = None  # any multiple of 32, like the torch backend
+    batch_size = 1
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device | None = "auto", precision: str = "fp32"):
+        import tempfile
+
+        import_onnxruntime()
+        self.model, self.device_request, self.precision = model.eval(), device, precision
+        self.config = model.config
+        self.directory = Path(tempfile.mkdtemp(prefix="sparseinst_onnx_"))
+        self.sessions: dict[tuple[int, int], OnnxRuntimeBackend] = {}
+        self.device = self._session((64, 64)).device   # fails now, not at the first frame, when unusable
+
+    def _session(self, size: tuple[int, int]) -> OnnxRuntimeBackend:
+        if size not in self.sessions:
+            path = _export_for_session(self.model, self.directory / f"model_{size[0]}x{size[1]}.onnx", size)
+            self.sessions[size] = OnnxRuntimeBackend(path, device=self.device_request, precision=self.precision)
+        return self.sessions[size]
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._session(tuple(images.shape[-2:]))(images)
 
 
 def _export_for_session(model, onnx_path, input_size) -> Path:

@@ -74,6 +74,9 @@ PARAMETERS = {
     "device": ("auto", _descriptor("inference device", _STRING, constraints="one of: auto, cuda, cpu")),
     "precision": ("fp32", _descriptor("inference precision (fp16 needs CUDA)", _STRING,
                                       constraints="one of: fp32, fp16, bf16")),
+    "backend": ("torch", _descriptor(
+        "inference engine: torch, or onnxruntime (exports the model for the fixed padded input size; falls back "
+        "to torch when onnxruntime is missing)", _STRING, constraints="one of: torch, onnxruntime")),
     "min_size": (0, _descriptor("shorter image side fed to the model; 0: the model's own test size (640 for "
                                 "the official presets)", _INTEGER, int_range=(0, 4096))),
     "max_size": (0, _descriptor("longest image side fed to the model; 0: the model's own test size (853 for "
@@ -96,6 +99,7 @@ PARAMETERS = {
                                        "publishers", _DOUBLE, float_range=(0.5, 3600.0))),
 }
 CHOICES = {"device": ("auto", "cuda", "cpu"), "precision": ("fp32", "fp16", "bf16"),
+           "backend": ("torch", "onnxruntime"),
            "input_qos": tuple(INPUT_QOS)}
 
 
@@ -118,7 +122,8 @@ class LoadedModel:
 
 
 def load_predictor(weights: str, preset: str, class_names_file: str, device: str, precision: str,
-                   min_size: int, max_size: int, score_threshold: float, mask_threshold: float) -> LoadedModel:
+                   min_size: int, max_size: int, score_threshold: float, mask_threshold: float,
+                   backend: str = "torch") -> LoadedModel:
     """Build, load and wrap the model; raises FileNotFoundError/ValueError/RuntimeError with the reason.
 
     min_size/max_size 0 take the test size recorded in the model's config.
@@ -143,7 +148,8 @@ def load_predictor(weights: str, preset: str, class_names_file: str, device: str
     min_size = min_size or model.config.min_size_test
     max_size = max_size or max(model.config.max_size_test, min_size)
     predictor = Predictor(model, min_size=min_size, max_size=max_size, score_threshold=score_threshold,
-                          mask_threshold=mask_threshold, device=device, precision=precision)
+                          mask_threshold=mask_threshold, device=device, precision=precision, backend=backend,
+                          fallback="torch" if backend != "torch" else None)
     description = f"{getattr(model, 'preset', None) or preset} from {path}, input {min_size}..{max_size} px"
     return LoadedModel(predictor, class_names, description)
 
@@ -297,7 +303,8 @@ class SparseInstPipeline:
         """Load the weights named by the parameters; raises with the reason (missing/unreadable file ...)."""
         model = load_predictor(self.param("weights"), self.param("preset"), self.param("class_names"),
                                self.param("device"), self.param("precision"), self.param("min_size"),
-                               self.param("max_size"), self.param("score_threshold"), self.param("mask_threshold"))
+                               self.param("max_size"), self.param("score_threshold"), self.param("mask_threshold"),
+                               self.param("backend"))
         self.allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
