@@ -195,6 +195,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, class_names=None,
         save_file(state_dict, str(tmp), metadata={k: v if k == "format" else json.dumps(v) for k, v in meta.items()})
     else:
         torch.save({"model": state_dict, **meta, **extra}, str(tmp))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; weights are shareable data
     os.replace(tmp, path)
     return path
 

@@ -148,6 +148,15 @@ def test_collate_pads_images_and_masks_to_a_multiple_of_32(coco_dir):
     assert targets[0]["labels"].tolist() == [0, 1] and targets[0]["image_id"] == 11
 
 
+def test_collate_pads_images_with_a_value_per_channel(coco_dir):
+    annotation_file, image_dir, _ = coco_dir
+    dataset = CocoInstanceDataset(annotation_file, image_dir)
+    images, _ = collate_batch([dataset[1]], pad_value=(1.0, 2.0, 3.0))
+    assert images[0, :, :30, :20].equal(dataset[1][0])
+    for channel, value in enumerate((1.0, 2.0, 3.0)):
+        assert images[0, channel, 30:].eq(value).all() and images[0, channel, :, 20:].eq(value).all()
+
+
 def test_synthetic_dataset_loads_in_batches_with_training_transforms(tmp_path):
     paths = generate_synthetic_dataset(tmp_path, num_train=4, num_val=0, seed=0, image_size=96)
     transforms = build_train_transforms(min_sizes=(64, 96), max_size=128, crop_size_range=(48, 80),

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -164,18 +164,23 @@ def _segmentation_problem(segmentation: object, height: int, width: int) -> str 
     return f"segmentation must be polygons (list) or RLE (dict), got {type(segmentation).__name__}"
 
 
-def collate_batch(batch: list[tuple[torch.Tensor, dict]], size_divisibility: int = 32
-                  ) -> tuple[torch.Tensor, list[dict]]:
-    """Stacks dataset items into images [B, 3, Hp, Wp] float32, zero-padded at the right and bottom to
-    the largest H and W rounded up to a multiple of size_divisibility, and a list of targets whose masks
-    are padded the same way to [K, Hp, Wp]; each target also gets "size" (h, w), the unpadded size."""
+def collate_batch(batch: list[tuple[torch.Tensor, dict]], size_divisibility: int = 32,
+                  pad_value: float | Sequence[float] = 0.0) -> tuple[torch.Tensor, list[dict]]:
+    """Stacks dataset items into images [B, 3, Hp, Wp] float32, padded at the right and bottom with
+    `pad_value` (one value or one per channel) to the largest H and W rounded up to a multiple of
+    size_divisibility, and a list of targets whose masks are zero-padded the same way to [K, Hp, Wp]; each
+    target also gets "size" (h, w), the unpadded size.
+
+    SparseInst models normalise inside, so training pads with the pixel mean (zero once normalised), as
+    the official implementation pads the normalised image with zeros."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
     max_height = max(image.shape[-2] for image, _ in batch)
     max_width = max(image.shape[-1] for image, _ in batch)
     padded_height = -(-max_height // size_divisibility) * size_divisibility
     padded_width = -(-max_width // size_divisibility) * size_divisibility
-    images = batch[0][0].new_zeros((len(batch), 3, padded_height, padded_width))   # [B, 3, Hp, Wp]
+    images = batch[0][0].new_empty((len(batch), 3, padded_height, padded_width))   # [B, 3, Hp, Wp]
+    images[:] = torch.as_tensor(pad_value, dtype=images.dtype).reshape(-1, 1, 1)
     targets = []
     for i, (image, target) in enumerate(batch):
         height, width = image.shape[-2:]
