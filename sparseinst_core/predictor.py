@@ -88,8 +88,9 @@ class Predictor:
     >>> result = predictor(image)          # uint8 (H, W, 3) RGB -> Instances
 
     backend: "torch" (default) or "onnxruntime" (`onnx_path` is run when it exists, else `model` is
-    exported there, or to a temporary file, for `input_size`, by default the padded landscape
-    `min_size` x `max_size`; images are padded to that fixed size). optimize: run the torch backend on
+    exported there, or to a temporary file, for `input_size`; images are padded to that fixed size;
+    without `input_size`, once per padded input size met, so results equal the torch backend's).
+    optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
     fallback: a backend to use, with a warning, when `backend` cannot run here (e.g. "torch" when

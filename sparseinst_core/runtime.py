@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import OUTPUT_NAMES, read_metadata
 from .optimize import check_precision, optimize_for_inference, precision_context
 
 BACKENDS = ("torch", "onnxruntime")
@@ -106,7 +105,10 @@ class OnnxRuntimeBackend:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX file at {path}; export one with `python -m sparseinst_core.export`")
+        from .export import OUTPUT_NAMES, read_metadata  # lazily: `python -m sparseinst_core.export` runs it
+
         metadata = read_metadata(path)
+        self.output_names = list(OUTPUT_NAMES)
         self.input_size, self.batch_size = metadata["input_size"], metadata["batch_size"]
         self.config, self.preset = metadata["config"], metadata["preset"]
         self.providers = select_providers(device, ort.get_available_providers())
@@ -134,8 +136,8 @@ class OnnxRuntimeBackend:
         if self.batch_size is not None and images.shape[0] != self.batch_size:
             raise ValueError(f"this ONNX model takes batches of {self.batch_size}, got {images.shape[0]}")
         array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
-        outputs = self.session.run(list(OUTPUT_NAMES), {"images": array})
-        return {name: torch.from_numpy(value).to(self.device) for name, value in zip(OUTPUT_NAMES, outputs)}
+        outputs = self.session.run(self.output_names, {"images": array})
+        return {name: torch.from_numpy(value).to(self.device) for name, value in zip(self.output_names, outputs)}
 
 
 def create_backend(backend: str = "torch", model: torch.nn.Module | None = None, onnx_path: str | Path | None = None,
