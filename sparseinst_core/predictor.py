@@ -88,8 +88,9 @@ class Predictor:
     >>> result = predictor(image)          # uint8 (H, W, 3) RGB -> Instances
 
     backend: "torch" (default) or "onnxruntime" (`onnx_path` is run when it exists, else `model` is
-    exported there, or to a temporary file, for `input_size`; images are padded to that fixed size;
-    without `input_size`, once per padded input size met, so results equal the torch backend's).
+    exported there for `input_size`, by default the padded landscape `min_size` x `max_size`; images are
+    padded to that fixed size; with neither `onnx_path` nor `input_size`, the model is exported once per
+    padded input size met, so results equal the torch backend's).
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
@@ -107,6 +108,8 @@ class Predictor:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
         if postprocess not in POSTPROCESSORS:
             raise ValueError(f"unknown postprocess {postprocess!r}; expected one of {list(POSTPROCESSORS)}")
+        if backend == "onnxruntime" and input_size is None and onnx_path is not None and not Path(onnx_path).is_file():
+            input_size = padded_shape(min_size, max_size)   # a file to keep: the padded landscape input size
         self.backend = create_backend(
             backend, model=model, onnx_path=onnx_path, device=device, precision=precision,
             optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback)
