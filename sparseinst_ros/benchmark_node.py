@@ -93,6 +93,7 @@ class Harness:
         command = [sys.executable, "-m", "sparseinst_ros.node", "--ros-args", "-r", "image:=/benchmark/image"]
         for name, value in params.items():
             command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         self.node_log = open(args.log, "w")
         self.node = subprocess.Popen(command, env=self.env, stdout=self.node_log, stderr=subprocess.STDOUT)
         rclpy.init()
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-frames", type=int, default=2000)
     parser.add_argument("--phases", default="age,overhead,rss",
                         help="comma-separated, from: age, overhead, rss, transport (large-image loss, issue 6)")
-    parser.add_argument("--log", default="benchmark_node.log", help="the node's output")
+    parser.add_argument("--log", default="outputs/benchmark_node.node.log", help="the node's output")
     args = parser.parse_args(argv)
     if args.role == "publisher":
         run_publisher(args.count, args.rate, args.height, args.width)
