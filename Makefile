@@ -29,5 +29,8 @@ test: install
 bench: install
 	$(PY) -m sparseinst_core.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark
 
+bench-train: install
+	$(PY) training/benchmark_train.py
+
 clean:
 	rm -rf build outputs .pytest_cache
