@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sparseinst-installed
 # The product's Fast DDS transport for camera-size images across processes (see docs/ros.md).
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
+# rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
+export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
 .PHONY: install demo demo-offline test bench bench-train clean
 
