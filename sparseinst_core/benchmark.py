@@ -108,10 +108,8 @@ def conv_time_share(function, device: torch.device) -> float:
     function()
     synchronize(device)
     with torch.profiler.profile(activities=activities) as profile:
-        start = time.perf_counter()
         function()
         synchronize(device)
-        wall = time.perf_counter() - start
     events = profile.key_averages()
     if device.type == "cuda":
         conv = sum(e.self_device_time_total for e in events if "conv" in e.key.lower()) / 1e6

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .predictor import resolve_device
+from .runtime import resolve_device
 
 
 @dataclass(frozen=True)

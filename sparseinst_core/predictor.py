@@ -20,7 +20,7 @@ from PIL import Image
 from .model import SIZE_DIVISIBILITY, SparseInst
 from .postprocess import postprocess as postprocess_fast
 from .postprocess import postprocess_reference
-from .runtime import create_backend, resolve_device  # noqa: F401  (resolve_device: public here too)
+from .runtime import create_backend
 
 POSTPROCESSORS = {"fast": postprocess_fast, "reference": postprocess_reference}
 

@@ -6,7 +6,7 @@ name so a file can be loaded without remembering how it was trained.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # ImageNet statistics in RGB order on the 0..255 scale, as the official Base-SparseInst config uses.
 PIXEL_MEAN = (123.675, 116.280, 103.530)

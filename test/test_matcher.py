@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparseinst_core.matcher import HungarianMatcher
-from set_prediction_cases import STRIDE, downsample, make_batch
+from set_prediction_cases import downsample, make_batch
 
 
 def direct_scores(pred_logits, pred_masks, labels, masks, alpha=0.8, beta=0.2):

@@ -87,7 +87,7 @@ def summarize_detections(message) -> dict:
 
 def helper_main(mode: str, *args: str) -> int:
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import qos_profile_sensor_data
     rclpy.init()
     node = rclpy.create_node(f"helper_{mode.replace('-', '_')}")
     try:
