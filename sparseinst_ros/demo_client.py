@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -25,6 +24,7 @@ from vision_msgs.msg import Detection2DArray
 from sparseinst_core.data.synthetic import SYNTHETIC_CLASSES
 
 from .conversions import image_to_numpy
+from .spinning import spin_until_shutdown
 
 QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -96,10 +96,7 @@ def main() -> None:
     rclpy.init(args=sys.argv)
     client = DemoClient()
     try:
-        while rclpy.ok() and not client.done():
-            rclpy.spin_once(client, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(client, done=client.done)
     finally:
         received = len(client.arrivals)
         if received:

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from .conversions import numpy_to_image, rgb_to_compressed
+from .spinning import spin_until_shutdown
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -175,10 +175,7 @@ def main() -> None:
         rclpy.try_shutdown()
         sys.exit(1)
     try:
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(node, done=lambda: node.finished)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -23,7 +23,6 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -35,6 +34,7 @@ from sparseinst_core import Instances, visualize
 
 from .conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, numpy_to_image
 from .detections import InstanceLabels, label_instances, resolve_class_filter, to_detection_array
+from .spinning import spin_until_shutdown
 
 DEMO_WEIGHTS = "demo"
 AUTO_PRESET = "auto"
@@ -613,9 +613,7 @@ def run(node_factory) -> int:
         rclpy.try_shutdown()
         return 1
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
