@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from sparseinst_core.data.synthetic import (
-    SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, encode_uncompressed_rle, generate_synthetic_dataset,
+    CLASS_HUE_BAND, DEMO_STYLE, SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, encode_uncompressed_rle, generate_synthetic_dataset,
     mask_to_polygons, render_annotated_scene, render_dataset_scene, render_scene,
 )
 
@@ -53,6 +53,37 @@ def test_render_scene_is_deterministic_for_a_seed():
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
+
+
+def test_shape_sizes_set_the_diameter_range():
+    def mean_area(shape_sizes):
+        rng = np.random.default_rng(4)
+        areas = [masks.sum(axis=(1, 2)).mean() for masks in (
+            render_scene(rng, 128, 128, class_names=["circle"], max_instances=1, shape_sizes=shape_sizes)[1]
+            for _ in range(10))]
+        return float(np.mean(areas))
+
+    # A circle of diameter d covers about pi d^2 / 4 pixels (less where the border cuts it).
+    small, large = mean_area((0.1, 0.1)), mean_area((0.4, 0.4))
+    assert 0.8 * np.pi * 6.4 ** 2 < small < 1.1 * np.pi * 6.4 ** 2
+    assert 0.7 * np.pi * 25.6 ** 2 < large < 1.1 * np.pi * 25.6 ** 2
+    with pytest.raises(ValueError, match="shape_sizes"):
+        render_scene(np.random.default_rng(0), 64, 64, shape_sizes=(0.5, 0.2))
+
+
+def test_class_colours_put_each_class_in_its_own_hue_band():
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(12):
+        image, masks, labels = render_scene(rng, 96, 96, **DEMO_STYLE)
+        for mask, label in zip(masks, labels):
+            mean_rgb = np.clip(image[mask].mean(axis=0), 0, 255).astype(np.uint8)[None, None]
+            hue = 2.0 * cv2.cvtColor(mean_rgb, cv2.COLOR_RGB2HSV)[0, 0, 0]          # degrees
+            centre = label * 360.0 / len(SYNTHETIC_CLASSES)
+            distance = min(abs(hue - centre), 360 - abs(hue - centre))
+            assert distance <= CLASS_HUE_BAND + 6, (SYNTHETIC_CLASSES[label], hue)   # + rounding and noise
+            seen.add(int(label))
+    assert len(seen) == len(SYNTHETIC_CLASSES)
 
 
 def test_later_shapes_occlude_earlier_ones_only_partly():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
 
-from sparseinst_core.data.synthetic import SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
+from sparseinst_core.data.synthetic import (MAX_SHAPE_FRACTION, MIN_SHAPE_FRACTION,  # noqa: E402
+                                            SYNTHETIC_CLASSES, generate_synthetic_dataset)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fraction of images with one iscrowd=1 region of tiny shapes")
     parser.add_argument("--rle-fraction", type=float, default=0.25,
                         help="fraction of instances stored as RLE instead of polygons")
+    parser.add_argument("--shape-sizes", type=float, nargs=2, default=(MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                        metavar=("MIN", "MAX"), help="range of shape diameters, as fractions of the shorter image side")
+    parser.add_argument("--class-colours", action="store_true",
+                        help="give each class its own hue band, so colour tells classes apart as well as shape")
     return parser.parse_args(argv)
 
 
@@ -38,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = generate_synthetic_dataset(
         args.output, args.num_train, args.num_val, seed=args.seed, image_size=args.image_size,
         class_names=args.classes, image_format=args.image_format, empty_fraction=args.empty_fraction,
-        crowd_fraction=args.crowd_fraction, rle_fraction=args.rle_fraction)
+        crowd_fraction=args.crowd_fraction, rle_fraction=args.rle_fraction,
+        shape_sizes=tuple(args.shape_sizes), class_colours=args.class_colours)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

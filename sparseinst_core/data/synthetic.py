@@ -22,12 +22,16 @@ from pycocotools import mask as mask_utils
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "ellipse", "hexagon")
 SYNTHETIC_CATEGORY_IDS = (1, 3, 5, 7, 11, 13)
 
-MIN_SHAPE_FRACTION = 0.08       # shape diameter, as a fraction of the shorter image side
+MIN_SHAPE_FRACTION = 0.08       # default shape diameters, as fractions of the shorter image side
 MAX_SHAPE_FRACTION = 0.45
 MIN_VISIBLE_FRACTION = 0.4      # a placement is rejected if it hides more than 60% of an earlier shape
 MIN_INSTANCE_PIXELS = 64
 MIN_COLOUR_DISTANCE = 80.0      # RGB distance between a shape and the background under it
 PLACEMENT_ATTEMPTS = 30
+# The scenes of training/benchmark_train.py, hence of the shipped demo model: image sources and demos draw
+# theirs in this style so that the model sees what it was trained on.
+DEMO_STYLE = {"shape_sizes": (0.15, 0.5), "class_colours": True}
+CLASS_HUE_BAND = 20.0           # with class_colours: hue = class centre (360 / classes apart) +- this, degrees
 
 
 @dataclass
@@ -44,22 +48,29 @@ class SyntheticScene:
 
 def render_scene(rng: np.random.Generator, height: int, width: int,
                  class_names: Sequence[str] = SYNTHETIC_CLASSES, min_instances: int = 1,
-                 max_instances: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Renders one random scene in memory (for demos and image sources).
+                 max_instances: int = 6, **style) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Renders one random scene in memory (for demos and image sources); `style` is shape_sizes and
+    class_colours as in render_annotated_scene (DEMO_STYLE: the scenes the demo model was trained on).
 
     Returns image (H, W, 3) uint8 RGB, masks (K, H, W) bool of the visible parts, labels (K,) int64
     indexing SYNTHETIC_CLASSES. K can be smaller than requested when shapes do not fit.
     """
-    scene = render_annotated_scene(rng, height, width, class_names, min_instances, max_instances)
+    scene = render_annotated_scene(rng, height, width, class_names, min_instances, max_instances, **style)
     return scene.image, scene.masks, scene.labels
 
 
 def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
                            class_names: Sequence[str] = SYNTHETIC_CLASSES, min_instances: int = 1,
-                           max_instances: int = 6, crowd_probability: float = 0.0) -> SyntheticScene:
-    """Renders one scene with its instance and crowd annotations (see SyntheticScene)."""
+                           max_instances: int = 6, crowd_probability: float = 0.0,
+                           shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                           class_colours: bool = False) -> SyntheticScene:
+    """Renders one scene with its instance and crowd annotations (see SyntheticScene). Shape diameters
+    are drawn log-uniformly from shape_sizes, as fractions of the shorter image side. Shapes get random
+    colours, or with class_colours a hue from their class's own band (see CLASS_HUE_BAND)."""
     if height < 32 or width < 32:
         raise ValueError(f"image size must be at least 32x32, got {height}x{width}")
+    if not 0 < shape_sizes[0] <= shape_sizes[1] <= 1:
+        raise ValueError(f"shape_sizes must be fractions 0 < min <= max <= 1, got {tuple(shape_sizes)}")
     if not 0 <= min_instances <= max_instances:
         raise ValueError(f"need 0 <= min_instances <= max_instances, got {min_instances}, {max_instances}")
     labels_allowed = _class_labels(class_names)
@@ -70,17 +81,17 @@ def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
     if rng.random() < crowd_probability:
         crowd_label = int(rng.choice(labels_allowed))
         crowd_mask = _crowd_mask(rng, height, width, crowd_label)
-        _paint(rng, image, crowd_mask)
+        _paint(rng, image, crowd_mask, crowd_label if class_colours else None)
         layers.append((crowd_mask, crowd_label, True))
 
     num_instances = int(rng.integers(min_instances, max_instances + 1))
     for _ in range(num_instances):
         for _ in range(PLACEMENT_ATTEMPTS):
             label = int(rng.choice(labels_allowed))
-            diameter = _sample_diameter(rng, min(height, width))
+            diameter = _sample_diameter(rng, min(height, width), shape_sizes)
             shape_mask = _shape_mask(rng, height, width, label, diameter)
             if shape_mask.sum() >= MIN_INSTANCE_PIXELS and _keeps_earlier_visible(shape_mask, layers):
-                _paint(rng, image, shape_mask)
+                _paint(rng, image, shape_mask, label if class_colours else None)
                 layers.append((shape_mask, label, False))
                 break
 
@@ -94,13 +105,17 @@ def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
 def generate_synthetic_dataset(output_dir: str | Path, num_train: int, num_val: int, seed: int = 0,
                                image_size: int = 320, class_names: Sequence[str] = SYNTHETIC_CLASSES,
                                image_format: str = "jpg", empty_fraction: float = 0.05,
-                               crowd_fraction: float = 0.1, rle_fraction: float = 0.25) -> dict[str, Path]:
+                               crowd_fraction: float = 0.1, rle_fraction: float = 0.25,
+                               shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                               class_colours: bool = False) -> dict[str, Path]:
     """Writes output_dir/{train,val}/*.{jpg,png} and output_dir/annotations/{train,val}.json.
 
     Images have their longer side equal to image_size and the shorter one in [0.75, 1] of it.
     empty_fraction of the images have no shapes; crowd_fraction of them get one iscrowd=1 region;
     rle_fraction of the instances are stored as compressed RLE instead of polygons (instances whose
-    visible part has holes always are, because COCO polygons cannot express holes).
+    visible part has holes always are, because COCO polygons cannot express holes). Shape diameters are
+    drawn log-uniformly from shape_sizes (fractions of the shorter image side); class_colours gives each
+    class its own hue band, so colour tells the classes apart as well as shape.
     Returns {"train_images", "train_annotations", "val_images", "val_annotations"} paths.
     """
     if image_format not in ("jpg", "png"):
@@ -117,7 +132,8 @@ def generate_synthetic_dataset(output_dir: str | Path, num_train: int, num_val: 
         image_dir.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for index in range(num_images):
-            scene = render_dataset_scene(seed, split, index, image_size, class_names, empty_fraction, crowd_fraction)
+            scene = render_dataset_scene(seed, split, index, image_size, class_names, empty_fraction, crowd_fraction,
+                                         shape_sizes, class_colours)
             height, width = scene.image.shape[:2]
             image_id = first_image_id + index
             file_name = f"{image_id:08d}.{image_format}"
@@ -149,7 +165,9 @@ def generate_synthetic_dataset(output_dir: str | Path, num_train: int, num_val: 
 
 def render_dataset_scene(seed: int, split: str, index: int, image_size: int = 320,
                          class_names: Sequence[str] = SYNTHETIC_CLASSES, empty_fraction: float = 0.05,
-                         crowd_fraction: float = 0.1) -> SyntheticScene:
+                         crowd_fraction: float = 0.1,
+                         shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                         class_colours: bool = False) -> SyntheticScene:
     """The scene behind image `index` of `split` in generate_synthetic_dataset (same arguments), so any
     image and its annotations can be re-created in memory. Each image has its own generator, seeded
     with (seed, split, index)."""
@@ -158,7 +176,8 @@ def render_dataset_scene(seed: int, split: str, index: int, image_size: int = 32
     empty = rng.random() < empty_fraction
     return render_annotated_scene(rng, height, width, class_names, min_instances=0 if empty else 1,
                                   max_instances=0 if empty else 6,
-                                  crowd_probability=0.0 if empty else crowd_fraction)
+                                  crowd_probability=0.0 if empty else crowd_fraction, shape_sizes=shape_sizes,
+                                  class_colours=class_colours)
 
 
 def encode_uncompressed_rle(mask: np.ndarray) -> dict:
@@ -202,9 +221,9 @@ def _sample_image_size(rng: np.random.Generator, image_size: int) -> tuple[int, 
     return (shorter, image_size) if rng.random() < 0.5 else (image_size, shorter)
 
 
-def _sample_diameter(rng: np.random.Generator, shorter_side: int) -> float:
+def _sample_diameter(rng: np.random.Generator, shorter_side: int, shape_sizes: tuple[float, float]) -> float:
     # Log-uniform, so small and large shapes are equally common.
-    low, high = np.log(MIN_SHAPE_FRACTION * shorter_side), np.log(MAX_SHAPE_FRACTION * shorter_side)
+    low, high = np.log(shape_sizes[0] * shorter_side), np.log(shape_sizes[1] * shorter_side)
     return float(np.exp(rng.uniform(low, high)))
 
 
@@ -303,18 +322,31 @@ def _render_background(rng: np.random.Generator, height: int, width: int) -> np.
     return np.clip(background, 0, 255).astype(np.uint8)
 
 
-def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> None:
-    """Fills mask with a random solid colour that stands out from what it covers, with a mild shading."""
+def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, label: int | None = None) -> None:
+    """Fills mask with a solid colour that stands out from what it covers, with a mild shading. The colour
+    is random, or (label given) of random saturation and brightness in the class's hue band."""
     under = image[mask].astype(np.float32).mean(axis=0)
-    for _ in range(20):
-        colour = rng.uniform(0, 255, size=3)
-        if np.linalg.norm(colour - under) >= MIN_COLOUR_DISTANCE:
-            break
-    else:
+    candidates = [_random_colour(rng, label) for _ in range(20)]
+    distances = [float(np.linalg.norm(colour - under)) for colour in candidates]
+    far_enough = [colour for colour, distance in zip(candidates, distances) if distance >= MIN_COLOUR_DISTANCE]
+    if far_enough:
+        colour = far_enough[0]
+    elif label is None:
         colour = 255.0 - under   # the complement is always far enough from a mean colour
+    else:
+        colour = candidates[int(np.argmax(distances))]   # keep the class's hue
     ys, xs = np.nonzero(mask)
     shading = 1.0 + 0.15 * (ys - ys.mean()) / max(float(np.ptp(ys)), 1.0)      # brighter towards the bottom
     image[ys, xs] = np.clip(colour[None] * shading[:, None], 0, 255).astype(np.uint8)
+
+
+def _random_colour(rng: np.random.Generator, label: int | None) -> np.ndarray:
+    """RGB float colour: uniform, or with a hue in the band of `label` (see CLASS_HUE_BAND)."""
+    if label is None:
+        return rng.uniform(0, 255, size=3)
+    hue = (label * 360.0 / len(SYNTHETIC_CLASSES) + rng.uniform(-CLASS_HUE_BAND, CLASS_HUE_BAND)) % 360.0
+    hsv = np.array([[[hue / 2, rng.uniform(0.45, 1.0) * 255, rng.uniform(0.4, 1.0) * 255]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
 def _add_sensor_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
