@@ -37,7 +37,7 @@ def load_demo_model():
 
 
 def main(argv=None) -> int:
-    from .data.synthetic import render_scene
+    from .data.synthetic import DEMO_STYLE, render_scene
     from .predictor import Predictor
     from .visualize import draw_overlay
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
           f"input shorter side {min_size}, classes: {', '.join(class_names)}")
     latencies = []
     for index in range(args.num_images):
-        image, gt_masks, gt_labels = render_scene(rng, args.height, args.width)
+        image, gt_masks, gt_labels = render_scene(rng, args.height, args.width, **DEMO_STYLE)
         start = time.perf_counter()
         result = predictor(image)
         latencies.append(time.perf_counter() - start)

@@ -30,9 +30,9 @@ class GeneratedScenes:
     (rendering one takes longer than a frame period at camera sizes)."""
 
     def __init__(self, height: int, width: int, count: int, seed: int):
-        from sparseinst_core.data.synthetic import render_scene
+        from sparseinst_core.data.synthetic import DEMO_STYLE, render_scene
         rng = np.random.default_rng(seed)
-        self.scenes = [render_scene(rng, height, width)[0] for _ in range(count)]
+        self.scenes = [render_scene(rng, height, width, **DEMO_STYLE)[0] for _ in range(count)]
         self.index = 0
 
     def read(self) -> np.ndarray | None:
