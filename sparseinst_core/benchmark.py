@@ -141,6 +141,33 @@ def network_stages(module):
             ("decoder", module.decoder)]
 
 
+@torch.no_grad()
+def calibrate_batch_norm(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
+    """Sets every batch norm's statistics to those of its own input on `images` (data-dependent init).
+
+    With random weights and identity statistics, activations grow block after block in a deep ResNet:
+    an unrealistic regime in which float rounding is amplified, so backends would disagree far more
+    than on a trained model, whose batch norms keep activations normalised. Agreement is therefore
+    measured on calibrated random weights. One forward pass; layers are calibrated in execution order,
+    so each sees the already normalised output of the ones before it.
+    """
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    def set_statistics(module, inputs):
+        x = inputs[0].float()
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d))]
+    handles = [m.register_forward_pre_hook(set_statistics) for m in norms]
+    try:
+        model.eval()(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return model
+
+
 def available_variants(device: torch.device, want_onnx: bool) -> list[tuple[str, str]]:
     variants = [("eager", "fp32"), ("optimized", "fp32")]
     if device.type == "cuda":
@@ -257,6 +284,7 @@ def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=
     onnx_dir = tempfile.TemporaryDirectory(prefix="sparseinst_bench_")  # exported files are large: not kept
     for preset in presets:
         model = build_model(preset).eval().to(device)
+        calibrate_batch_norm(model, torch.rand(2, 3, 256, 352, generator=torch.Generator().manual_seed(0)).to(device) * 255)
         results["flops"][preset] = {"params_m": count_parameters(model) / 1e6}
         for size in sizes:
             geometry = input_geometry(size)
