@@ -70,12 +70,9 @@ ENCODINGS: dict[str, Encoding] = {
 _bridge = CvBridge() if CvBridge is not None else None
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """The pixels of `msg` in their own encoding: [H,W] or [H,W,C] uint8/uint16, native byte order.
-
-    Validates the message first; row padding (step > width * bytes per pixel) is allowed and dropped.
-    The result may share memory with `msg.data`.
-    """
+def check_image(msg: Image) -> Encoding:
+    """The layout of `msg` after checking its header against its data (no pixel is touched, so this is
+    cheap enough for a subscription callback); raises `ImageConversionError` naming the cause."""
     encoding = ENCODINGS.get(msg.encoding)
     if encoding is None:
         raise ImageConversionError(
@@ -91,6 +88,32 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     if len(msg.data) != step * height:
         raise ImageConversionError(
             BAD_SIZE, f"data has {len(msg.data)} bytes but step {step} x height {height} = {step * height}")
+    return encoding
+
+
+def check_compressed(msg: CompressedImage) -> None:
+    """The cheap part of validating a compressed image (decoding is the rest)."""
+    if len(msg.data) == 0:
+        raise ImageConversionError(ZERO_SIZE, f"compressed image ({msg.format or 'no format'}) has no data")
+
+
+def check_message(msg: Image | CompressedImage) -> None:
+    """`check_image` or `check_compressed`, whichever fits the message."""
+    if isinstance(msg, CompressedImage):
+        check_compressed(msg)
+    else:
+        check_image(msg)
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """The pixels of `msg` in their own encoding: [H,W] or [H,W,C] uint8/uint16, native byte order.
+
+    Validates the message first; row padding (step > width * bytes per pixel) is allowed and dropped.
+    The result may share memory with `msg.data`.
+    """
+    encoding = check_image(msg)
+    height, width, step = msg.height, msg.width, msg.step
+    row_bytes = width * encoding.bytes_per_pixel
     dtype = encoding.dtype.newbyteorder(">" if msg.is_bigendian else "<")
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
     pixels = rows.view(dtype).reshape(height, width, encoding.channels)   # [H,W,C]
@@ -120,8 +143,7 @@ def _pixels_to_rgb(pixels: np.ndarray, encoding: Encoding) -> np.ndarray:
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     """JPEG/PNG sensor_msgs/CompressedImage -> uint8 [H,W,3] RGB."""
-    if len(msg.data) == 0:
-        raise ImageConversionError(ZERO_SIZE, f"compressed image ({msg.format or 'no format'}) has no data")
+    check_compressed(msg)
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)   # 8-bit BGR whatever the stored depth
     if bgr is None or bgr.size == 0:

@@ -23,6 +23,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -32,16 +33,15 @@ from vision_msgs.msg import Detection2DArray
 
 from sparseinst_core import Instances, visualize
 
-from .conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, numpy_to_image
+from .conversions import ImageConversionError, check_message, compressed_to_rgb, image_to_rgb, numpy_to_image
 from .detections import InstanceLabels, label_instances, resolve_class_filter, to_detection_array
 from .spinning import spin_until_shutdown
+from .transport import (LARGE_SAMPLE_BYTES, TRANSPORT_ADVICE, SequenceGapCounter,  # noqa: F401 (re-exported)
+                        lossy_fastdds_configuration)
 
 DEMO_WEIGHTS = "demo"
 AUTO_PRESET = "auto"
 RUNTIME_PARAMETERS = ("score_threshold", "mask_threshold", "classes")
-# Fast DDS' default shared-memory segment is 512 KiB; larger best-effort samples fall back to fragmented
-# UDP between processes and are mostly lost (see README, "Transport").
-LARGE_SAMPLE_BYTES = 512 * 1024
 LOG_REPEAT_SECONDS = 10.0
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 INPUT_QOS = {
@@ -84,8 +84,8 @@ PARAMETERS = {
     "score_threshold": (0.3, _descriptor("minimum instance score (run-time)", _DOUBLE, float_range=(0.0, 1.0))),
     "mask_threshold": (0.45, _descriptor("mask probability threshold (run-time)", _DOUBLE,
                                          float_range=(0.0, 1.0))),
-    "classes": (None, _descriptor("class filter: names or ids; empty publishes all classes (run-time)",
-                                  ParameterType.PARAMETER_STRING_ARRAY)),
+    "classes": (None, _descriptor("class filter: a list of names or of integer ids; empty publishes all classes "
+                                  "(run-time)", ParameterType.PARAMETER_STRING_ARRAY)),
     "max_instances": (100, _descriptor("at most this many instances per image, best scores first", _INTEGER,
                                        int_range=(1, 65535))),
     "publish_overlay": (True, _descriptor("publish ~/overlay (drawn only while someone subscribes)", _BOOL)),
@@ -202,6 +202,8 @@ class Statistics:
     processed: int = 0
     dropped: int = 0
     ignored_paused: int = 0
+    transport: SequenceGapCounter = field(default_factory=SequenceGapCounter)   # frames lost before the node
+    period_lost: int = 0
     bad_inputs: Counter = field(default_factory=Counter)        # cause -> count since start-up
     period_received: int = 0
     period_processed: int = 0
@@ -250,6 +252,8 @@ class SparseInstPipeline:
         self._last_logged: dict[str, float] = {}
         self._last_size: tuple[int, int] | None = None
         self._transport_warned = False
+        self._camera_info_checked = False
+        self._last_sample_bytes = 0
         self._no_input_warned = False
         self._inputs_opened = 0.0
         self._period_start = time.monotonic()
@@ -260,11 +264,13 @@ class SparseInstPipeline:
     def _declare_parameters(self) -> None:
         for name, (default, descriptor) in PARAMETERS.items():
             if name == "classes":
-                # An empty list has no type in ROS parameters (YAML `[]` reads as unset), so the filter is
-                # declared typed and unset values become an empty list.
-                self.node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor)
-                if self.node.get_parameter_or(name).type_ != Parameter.Type.STRING_ARRAY:
-                    self.node.set_parameters([Parameter(name, Parameter.Type.STRING_ARRAY, [])])
+                # Names (strings) or ids (integers): dynamically typed, checked by `_class_filter_error`. An
+                # empty list has no type in ROS parameters (YAML `[]` reads as unset): unset means all classes.
+                descriptor.dynamic_typing = True
+                self.node.declare_parameter(name, None, descriptor)
+                error = _class_filter_error(self.node.get_parameter(name))
+                if error:
+                    raise ValueError(error)
             else:
                 self.node.declare_parameter(name, default, descriptor)
         for name, choices in CHOICES.items():
@@ -277,6 +283,9 @@ class SparseInstPipeline:
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Thresholds and the class filter change at run time; the rest needs a new model."""
         changes = {p.name: p.value for p in parameters}
+        for parameter in parameters:
+            if parameter.name == "classes" and _class_filter_error(parameter):
+                return SetParametersResult(successful=False, reason=_class_filter_error(parameter))
         static = sorted(set(changes) - set(RUNTIME_PARAMETERS))
         if static and self.model is not None:
             return SetParametersResult(successful=False, reason=(
@@ -349,6 +358,8 @@ class SparseInstPipeline:
         self.subscriptions.append(self.node.create_subscription(
             CameraInfo, camera_info_topic(self.node.resolve_topic_name("image")), self._on_camera_info, qos))
         self.slot = LatestFrameSlot()
+        with self.stats.lock:
+            self.stats.transport.forget_publishers()
         self.worker = threading.Thread(target=self._inference_loop, name="sparseinst_inference", daemon=True)
         self.worker.start()
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self._report))
@@ -369,19 +380,31 @@ class SparseInstPipeline:
             self.worker = None
 
     # ------------------------------------------------------------------------------------------- callbacks
-    def _on_image(self, msg) -> None:
+    def _on_image(self, msg, info) -> None:
+        """Count, check the header (cheap), and make the frame the pending one; no pixel work here."""
         now = time.monotonic()
         input_latency_ms = _age_ms(self.node, msg.header.stamp)
         with self.stats.lock:
             self.stats.received += 1
             self.stats.period_received += 1
             self.stats.last_received = now
+            self.stats.period_lost += self.stats.transport.add(info)
             if input_latency_ms is not None:
                 self.stats.input_latency_ms.append(input_latency_ms)
         if not self.enabled:
             with self.stats.lock:
                 self.stats.ignored_paused += 1
             return
+        # Malformed frames are counted here, not in the inference thread: under load most frames are
+        # replaced before inference, and a bad one must not hide among the dropped.
+        try:
+            check_message(msg)
+        except ImageConversionError as error:
+            self._count_bad_input(error.cause, str(error))
+            return
+        if isinstance(msg, Image):
+            self._check_size(msg.height, msg.width)
+        self._last_sample_bytes = len(msg.data)
         if not self._transport_warned and len(msg.data) > LARGE_SAMPLE_BYTES:
             self._transport_warned = True
             problem = lossy_fastdds_configuration()
@@ -391,6 +414,12 @@ class SparseInstPipeline:
         if self.slot.put(Frame(msg, now)):
             with self.stats.lock:
                 self.stats.dropped += 1
+
+    def _check_size(self, height: int, width: int) -> None:
+        if self._last_size is not None and (height, width) != self._last_size:
+            self._count_bad_input("size_changed", f"image size changed from {self._last_size[1]}x"
+                                  f"{self._last_size[0]} to {width}x{height}; outputs follow the new size")
+        self._last_size = (height, width)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._recent_camera_info.append(msg)
@@ -416,17 +445,18 @@ class SparseInstPipeline:
             except ImageConversionError as error:
                 self._count_bad_input(error.cause, str(error))
             except Exception as error:   # a failing frame must not stop the node
+                if not self.node.context.ok():   # shutting down: publishers are gone, not a frame's fault
+                    return
                 self._count_bad_input("inference_error", f"{type(error).__name__}: {error}")
 
     def _process(self, frame: Frame) -> None:
         started = time.monotonic()
         msg = frame.msg
-        rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-        size = rgb.shape[:2]
-        if self._last_size is not None and size != self._last_size:
-            self._count_bad_input("size_changed", f"image size changed from {self._last_size[1]}x"
-                                  f"{self._last_size[0]} to {size[1]}x{size[0]}; outputs follow the new size")
-        self._last_size = size
+        if isinstance(msg, CompressedImage):
+            rgb = compressed_to_rgb(msg)
+            self._check_size(*rgb.shape[:2])   # known only once decoded
+        else:
+            rgb = image_to_rgb(msg)
         model = self.model
         inference_start = time.monotonic()
         result = model.predictor(rgb)
@@ -470,12 +500,16 @@ class SparseInstPipeline:
             self.stats.bad_inputs[cause] += 1
             self.stats.period_bad += 1
             count = self.stats.bad_inputs[cause]
+        self._warn_throttled(cause, f"skipped a frame [{cause}]: {message}", count)
+
+    def _warn_throttled(self, cause: str, message: str, count: int) -> None:
+        """Log `message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS."""
         now = time.monotonic()
         last = self._last_logged.get(cause)
         if last is None or now - last >= LOG_REPEAT_SECONDS:
             self._last_logged[cause] = now
             repeat = f" ({count} so far; repeats are logged every {LOG_REPEAT_SECONDS:.0f} s)" if last else ""
-            self.logger.warning(f"skipped a frame [{cause}]: {message}{repeat}")
+            self.logger.warning(f"{message}{repeat}")
 
     # ----------------------------------------------------------------------------------------- diagnostics
     def _report(self) -> None:
@@ -485,6 +519,8 @@ class SparseInstPipeline:
         stats = self.stats
         with stats.lock:
             received, processed, bad = stats.period_received, stats.period_processed, stats.period_bad
+            lost, stats.period_lost = stats.period_lost, 0
+            lost_total, loss_fraction = stats.transport.lost, stats.transport.loss_fraction
             inference, end_to_end, overhead = stats.inference_ms, stats.end_to_end_ms, stats.overhead_ms
             input_latency = stats.input_latency_ms
             stats.period_received = stats.period_processed = stats.period_bad = 0
@@ -494,12 +530,18 @@ class SparseInstPipeline:
             bad_inputs = dict(stats.bad_inputs)
             last_received = stats.last_received
         self._check_input_silence(now, last_received)
+        if lost:
+            self._warn_transport_loss(lost, received, lost_total)
+        self._check_camera_info(processed)
 
         level, message = DiagnosticStatus.OK, "running"
         if not self.enabled:
             message = "paused (~/enable)"
         elif bad:
             level, message = DiagnosticStatus.WARN, f"{bad} bad input frame(s) in the last {period:.1f} s"
+        elif lost:
+            level, message = DiagnosticStatus.WARN, (f"{lost} frame(s) lost before reaching the node in the last "
+                                                     f"{period:.1f} s")
         elif self._no_input_warned:
             level, message = DiagnosticStatus.WARN, f"no images received on {self.image_topic}"
         model = self.model
@@ -514,6 +556,8 @@ class SparseInstPipeline:
             "frames received": str(totals["received"]),
             "frames processed": str(totals["processed"]),
             "frames dropped": str(totals["dropped"]),
+            "frames lost in transport": str(lost_total),
+            "transport loss (%)": f"{100 * loss_fraction:.2f}",
             "frames ignored while paused": str(totals["ignored_paused"]),
             "bad input frames": str(sum(bad_inputs.values())),
             **{f"bad input: {cause}": str(count) for cause, count in sorted(bad_inputs.items())},
@@ -552,34 +596,42 @@ class SparseInstPipeline:
                             f"{len(publishers)} publisher(s) exist" + (": " + "; ".join(hints) if hints else ""))
 
 
+    def _warn_transport_loss(self, lost: int, received: int, lost_total: int) -> None:
+        """Frames were published to the image topic but never arrived (gaps in publisher sequence numbers)."""
+        hint = TRANSPORT_ADVICE if self._last_sample_bytes > LARGE_SAMPLE_BYTES else (
+            "check the network and the publisher's QoS")
+        self._warn_throttled("transport_loss", f"{lost} of {lost + received} image(s) published on {self.image_topic} "
+                             f"in the last period were lost before reaching this node: {hint}", lost_total)
+
+    def _check_camera_info(self, processed: int) -> None:
+        """Once images flow: say so when no camera_info arrives beside them but one is published elsewhere."""
+        if self._camera_info_checked or processed == 0 or self._recent_camera_info:
+            return
+        self._camera_info_checked = True
+        expected = camera_info_topic(self.image_topic.removesuffix("/compressed"))
+        if self.node.count_publishers(expected):
+            return   # published, just not yet received
+        elsewhere = sorted(name for name, types in self.node.get_topic_names_and_types()
+                           if "sensor_msgs/msg/CameraInfo" in types and name != expected
+                           and not name.startswith(self.node.get_fully_qualified_name() + "/"))
+        if elsewhere:
+            self.logger.warning(f"no camera_info on {expected} (looked up beside the image topic); CameraInfo is "
+                                f"published on {', '.join(elsewhere)}: remap the image topic so that its camera_info "
+                                f"is its sibling, or the camera's camera_info to {expected}")
+
+
+def _class_filter_error(parameter: Parameter) -> str | None:
+    """Why a value of the `classes` parameter is not a class filter; None when it is one."""
+    if parameter.type_ in (Parameter.Type.NOT_SET, Parameter.Type.STRING_ARRAY, Parameter.Type.INTEGER_ARRAY):
+        return None
+    return (f"parameter 'classes' must be a list of class names or of integer ids (empty for all), got "
+            f"{parameter.type_.name.lower()} {parameter.value!r}")
+
+
 def camera_info_topic(image_topic: str) -> str:
     """The camera_info beside an image topic: /cam/image_raw -> /cam/camera_info (image_transport's rule)."""
     namespace = image_topic.rsplit("/", 1)[0]
     return f"{namespace}/camera_info"
-
-
-def lossy_fastdds_configuration(environ=os.environ) -> str | None:
-    """Why Fast DDS, as configured by `environ`, loses large best-effort samples between processes; None
-    when it is configured for them (a profiles file, or LARGE_DATA with discovery beyond localhost)."""
-    if "fastrtps" not in rclpy.get_rmw_implementation_identifier():
-        return None
-    if environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return None
-    large_data = environ.get("FASTDDS_BUILTIN_TRANSPORTS", "").upper() in ("LARGE_DATA", "LARGE_DATAV6")
-    localhost = (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
-                 or environ.get("ROS_LOCALHOST_ONLY") == "1")
-    if large_data and not localhost:
-        return None
-    if large_data:
-        return ("FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA has no effect with localhost-only discovery "
-                "(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), and Fast DDS falls back to transports that lose "
-                "large images")
-    return "Fast DDS runs with its default transports, which lose large best-effort images between processes"
-
-
-TRANSPORT_ADVICE = ("give every process (camera driver and this node) a Fast DDS profile with a large shared-memory "
-                    "segment: FASTDDS_DEFAULT_PROFILES_FILE=<sparseinst_ros>/config/fastdds_large_data.xml (the "
-                    "launch files set it; see the README)")
 
 
 def draw_overlay(rgb: np.ndarray, instances: InstanceLabels, class_names) -> np.ndarray:
@@ -599,7 +651,8 @@ class SparseInstNode(Node):
         self.pipeline.open_inputs()
 
     def destroy_node(self):
-        self.pipeline.close_inputs()
+        if hasattr(self, "pipeline"):   # absent when start-up failed
+            self.pipeline.close_inputs()
         super().destroy_node()
 
 
@@ -608,7 +661,7 @@ def run(node_factory) -> int:
     rclpy.init(args=sys.argv)
     try:
         node = node_factory()
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError, ParameterException) as error:
         rclpy.logging.get_logger("sparseinst_node").fatal(f"start-up failed: {error}")
         rclpy.try_shutdown()
         return 1

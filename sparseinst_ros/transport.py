@@ -1,0 +1,79 @@
+"""Is the camera stream reaching the node whole? Transport configuration checks and measured loss.
+
+Two signals, because they fail differently:
+- `lossy_fastdds_configuration`: this process' own Fast DDS set-up is known to lose camera-size
+  best-effort images between processes (the default transports: see docs/ros.md, "Transport").
+- `SequenceGapCounter`: frames that were published but never reached the subscription, counted from the
+  gaps in each publisher's sequence numbers (rmw `MessageInfo`). This sees loss whatever its cause: a
+  camera driver started elsewhere without the product's profile, a saturated network, a full queue.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import rclpy
+
+# Fast DDS' default shared-memory segment is 512 KiB; larger best-effort samples fall back to fragmented
+# UDP between processes and are mostly lost.
+LARGE_SAMPLE_BYTES = 512 * 1024
+TRANSPORT_ADVICE = ("give every process (camera driver and this node) a Fast DDS profile with a large shared-memory "
+                    "segment: FASTDDS_DEFAULT_PROFILES_FILE=<sparseinst_ros>/config/fastdds_large_data.xml (the "
+                    "launch files set it; see the README)")
+
+
+@dataclass
+class SequenceGapCounter:
+    """Counts messages lost before the subscription from each publisher's publication sequence numbers.
+
+    `add(info)` takes rclpy's `MessageInfo` of a received message and returns how many messages of that
+    publisher were skipped since the previous one. A sequence number that goes backwards (a restarted
+    publisher, or reordering) restarts the count for that publisher without counting loss; messages
+    without sequence numbers (an rmw that does not provide them) are not counted.
+    """
+
+    received: int = 0
+    lost: int = 0
+    _last: dict = field(default_factory=dict)     # publisher gid -> last publication sequence number
+
+    def add(self, info) -> int:
+        sequence = info.get("publication_sequence_number") if info else None
+        if not sequence:
+            return 0
+        gid = info.get("publisher_gid") or {}
+        publisher = bytes(gid.get("data", b""))
+        previous = self._last.get(publisher)
+        self._last[publisher] = sequence
+        self.received += 1
+        gap = sequence - previous - 1 if previous is not None and sequence > previous else 0
+        self.lost += gap
+        return gap
+
+    def forget_publishers(self) -> None:
+        """Start afresh for every publisher (after a pause of the subscription: what was published
+        meanwhile was never meant to arrive)."""
+        self._last.clear()
+
+    @property
+    def loss_fraction(self) -> float:
+        total = self.received + self.lost
+        return self.lost / total if total else 0.0
+
+
+def lossy_fastdds_configuration(environ=os.environ) -> str | None:
+    """Why Fast DDS, as configured by `environ`, loses large best-effort samples between processes; None
+    when it is configured for them (a profiles file, or LARGE_DATA with discovery beyond localhost)."""
+    if "fastrtps" not in rclpy.get_rmw_implementation_identifier():
+        return None
+    if environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return None
+    large_data = environ.get("FASTDDS_BUILTIN_TRANSPORTS", "").upper() in ("LARGE_DATA", "LARGE_DATAV6")
+    localhost = (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
+                 or environ.get("ROS_LOCALHOST_ONLY") == "1")
+    if large_data and not localhost:
+        return None
+    if large_data:
+        return ("FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA has no effect with localhost-only discovery "
+                "(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), and Fast DDS falls back to transports that lose "
+                "large images")
+    return "Fast DDS runs with its default transports, which lose large best-effort images between processes"
