@@ -7,7 +7,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 # rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
 export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
-.PHONY: install demo demo-offline test bench bench-train clean
+.PHONY: install demo demo-offline test bench bench-train bench-node clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: install
 
 bench-train: install
 	$(PY) training/benchmark_train.py
+
+bench-node: install
+	$(PY) -m sparseinst_ros.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
 
 clean:
 	rm -rf build outputs .pytest_cache

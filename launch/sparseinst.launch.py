@@ -6,6 +6,8 @@
         weights:=/models/sparseinst.pth device:=cuda
 
 The launch arguments weights and device override the values of params_file.
+node_executable:=sparseinst_lifecycle_node starts the managed node instead: it waits, unconfigured, for
+its lifecycle manager (or `ros2 lifecycle set /sparseinst_node configure`, then `activate`).
 
 Every process started here gets the Fast DDS profile for large samples (config/fastdds_large_data.xml):
 without it a best-effort subscription to camera-size images loses almost every frame. A camera
@@ -52,6 +54,10 @@ def generate_launch_description():
             'device', default_value='auto', choices=['auto', 'cuda', 'cpu'],
             description='inference device, overrides params_file'),
         DeclareLaunchArgument(
+            'node_executable', default_value='sparseinst_node',
+            choices=['sparseinst_node', 'sparseinst_lifecycle_node'],
+            description='the plain node (starts at once) or the managed one (waits for configure/activate)'),
+        DeclareLaunchArgument(
             'camera', default_value='none', choices=['none', 'usb_cam', 'v4l2_camera'],
             description='camera driver to start, publishing on image_topic'),
         DeclareLaunchArgument(
@@ -67,7 +73,7 @@ def generate_launch_description():
 
         Node(
             package='sparseinst_ros',
-            executable='sparseinst_node',
+            executable=LaunchConfiguration('node_executable'),
             name='sparseinst_node',
             output='screen',
             emulate_tty=True,
@@ -75,8 +81,9 @@ def generate_launch_description():
                 LaunchConfiguration('params_file'),
                 {'weights': LaunchConfiguration('weights'), 'device': LaunchConfiguration('device')},
             ],
-            # The node also reads the camera_info beside image_topic (/cam/image_raw -> /cam/camera_info).
-            remappings=[('image', image_topic), ('image/compressed', [image_topic, '/compressed'])],
+            # The node reads image_topic/compressed with compressed input (image_transport's naming), and
+            # the camera_info beside image_topic (/cam/image_raw -> /cam/camera_info).
+            remappings=[('image', image_topic)],
         ),
         Node(
             package='usb_cam',

@@ -185,8 +185,8 @@ def available_variants(device: torch.device, want_onnx: bool) -> list[tuple[str,
 
 
 # ----------------------------------------------------------------------------------------- benchmark
-def benchmark_variant(model, preset, geometry, backend, precision, device, repeats, onnx_dir) -> tuple[dict, dict]:
-    """One row of the results, and the raw network outputs (for cross-checking paths)."""
+def benchmark_variant(model, preset, geometry, backend, precision, device, repeats, onnx_dir):
+    """One row of the results, the raw network outputs (for cross-checking paths), and the predictor."""
     predictor_options = dict(min_size=geometry["size"], max_size=geometry["max_size"], score_threshold=0.0,
                              device=device, precision=precision)
     if backend == "eager":
@@ -226,7 +226,24 @@ def benchmark_variant(model, preset, geometry, backend, precision, device, repea
         row["end_to_end_ms"] = 1e3 * time_call(lambda: predictor(image), device, repeats)
     row["fps"] = 1e3 / row["end_to_end_ms"]
     row["postprocess_share"] = row["postprocess_ms"] / row["end_to_end_ms"]
-    return row, outputs
+    return row, outputs, predictor
+
+
+def interleaved_end_to_end(variants: dict, device, rounds: int) -> None:
+    """Times every predictor of one preset and size in turn, `rounds` times: rows gain the per-round times.
+
+    On a shared machine the load drifts over the minutes that separate one variant's measurement from
+    another's; in round-robin order every variant sees the same drift, so per-round ratios between two
+    variants (`ratios`) are far steadier than ratios of separately measured times.
+    variants: (backend, precision) -> (row, predictor).
+    """
+    image = camera_image()
+    for row, _ in variants.values():
+        row["end_to_end_rounds_ms"] = []
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for row, predictor in variants.values():
+                row["end_to_end_rounds_ms"].append(1e3 * time_call(lambda: predictor(image), device, 1, warmup=0))
 
 
 def compare_outputs(outputs, reference, geometry) -> dict:
@@ -261,7 +278,8 @@ def benchmark_maskrcnn(geometry, device, repeats) -> dict:
             "gflops": flops["total"] / 1e9, "params_m": count_parameters(model) / 1e6}
 
 
-def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=True, profile=True) -> dict:
+def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=True, profile=True,
+        rounds: int = 7) -> dict:
     from .runtime import resolve_device
 
     device = resolve_device(device)
@@ -292,11 +310,12 @@ def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=
             flops = count_flops(model, example)
             results["flops"][preset][str(size)] = {"gflops": flops["total"] / 1e9, "conv_gflops": flops["conv"] / 1e9}
             reference = None
+            measured = {}
             for backend, precision in variants:
                 print(f"{preset} {size} {backend} {precision} ...", flush=True)
                 try:
-                    row, outputs = benchmark_variant(model, preset, geometry, backend, precision, device, repeats,
-                                                     onnx_dir.name)
+                    row, outputs, predictor = benchmark_variant(model, preset, geometry, backend, precision, device,
+                                                                repeats, onnx_dir.name)
                 except (RuntimeError, ValueError) as error:  # e.g. an op an exporter or provider lacks
                     print(f"  skipped: {error}", file=sys.stderr)
                     continue
@@ -304,6 +323,7 @@ def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=
                 row["achieved_gflops"] = flops["total"] / (row["network_ms"] / 1e3) / 1e9
                 row["fraction_of_peak"] = row["achieved_gflops"] * 1e9 / peaks.get(precision, peaks["fp32"])
                 results["rows"].append(row)
+                measured[(backend, precision)] = (row, predictor)
                 print("  " + _row_summary(row), flush=True)
                 if backend == "eager":
                     reference = outputs
@@ -311,6 +331,10 @@ def run(presets, sizes, repeats, output_dir, device="auto", onnx=True, maskrcnn=
                     results["agreement"].append({"preset": preset, "size": size, "backend": backend,
                                                  "precision": precision, "versus": "eager fp32",
                                                  **compare_outputs(outputs, reference, geometry)})
+            if rounds:
+                print(f"{preset} {size}: {rounds} interleaved rounds of every variant ...", flush=True)
+                interleaved_end_to_end(measured, device, rounds)
+            del measured
             if profile and size == max(sizes):
                 results["conv_efficiency"] += convolution_efficiency(model, preset, geometry, device, flops, peaks)
         del model
@@ -368,9 +392,14 @@ def ratios(rows) -> list[dict]:
         for name, new, old in pairs:
             a, b = index.get((preset, size, *new)), index.get((preset, size, *old))
             if a and b:
-                out.append({"preset": preset, "size": size, "ratio": name,
-                            "end_to_end": b["end_to_end_ms"] / a["end_to_end_ms"],
-                            "network": b["network_ms"] / a["network_ms"]})
+                ratio = {"preset": preset, "size": size, "ratio": name,
+                         "end_to_end": b["end_to_end_ms"] / a["end_to_end_ms"],
+                         "network": b["network_ms"] / a["network_ms"]}
+                if a.get("end_to_end_rounds_ms") and b.get("end_to_end_rounds_ms"):
+                    per_round = np.array(b["end_to_end_rounds_ms"]) / np.array(a["end_to_end_rounds_ms"])
+                    ratio["end_to_end_interleaved"] = float(np.median(per_round))
+                    ratio["end_to_end_interleaved_range"] = [float(per_round.min()), float(per_round.max())]
+                out.append(ratio)
     return out
 
 
@@ -404,10 +433,17 @@ def markdown_report(results) -> str:
                      f"{100 * r['postprocess_share']:.1f} | {_fmt(r['end_to_end_ms'])} | {r['fps']:.2f} | "
                      f"{r['gflops']:.1f} | {100 * r['fraction_of_peak']:.0f} |")
     if results["ratios"]:
-        lines += ["", "## Speed-ups (end-to-end throughput; network only in brackets)", "",
-                  "| preset | size | ratio | end-to-end | network |", "|---|---|---|---|---|"]
-        lines += [f"| {r['preset']} | {r['size']} | {r['ratio']} | {r['end_to_end']:.2f}x | {r['network']:.2f}x |"
-                  for r in results["ratios"]]
+        lines += ["", "## Speed-ups (throughput ratios)", "",
+                  "End-to-end interleaved: the median over rounds in which every variant ran once in turn, so both "
+                  "sides of a ratio saw the same machine load (min..max over the rounds); best-of: the ratio of the "
+                  "separately measured best times of the table above.", "",
+                  "| preset | size | ratio | end-to-end, interleaved (min..max) | end-to-end, best-of | network |",
+                  "|---|---|---|---|---|---|"]
+        for r in results["ratios"]:
+            interleaved = (f"**{r['end_to_end_interleaved']:.2f}x** ({r['end_to_end_interleaved_range'][0]:.2f}.."
+                           f"{r['end_to_end_interleaved_range'][1]:.2f})" if "end_to_end_interleaved" in r else "-")
+            lines.append(f"| {r['preset']} | {r['size']} | {r['ratio']} | {interleaved} | {r['end_to_end']:.2f}x | "
+                         f"{r['network']:.2f}x |")
     if results["conv_efficiency"]:
         lines += ["", "## Convolutions against the matmul peak (optimised torch, largest size)", "",
                   "| preset | size | precision | network ms | conv share of time | conv GFLOP/s | % of peak |",
@@ -508,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES),
                         help=f"input sizes, shorter side in px (default: {' '.join(map(str, DEFAULT_SIZES))})")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement, best kept (default 3)")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved end-to-end rounds of all variants per size, for the ratios (0: none)")
     parser.add_argument("--output-dir", default="outputs/benchmark", help="where JSON, Markdown and PNG go")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -521,10 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_presets_doc:
         print(f"wrote {write_presets_doc(args.write_presets_doc)}")
         return 0
-    if args.repeats < 1 or any(size < 32 for size in args.sizes):
-        parser.error("--repeats must be >= 1 and every size at least 32")
+    if args.repeats < 1 or args.rounds < 0 or any(size < 32 for size in args.sizes):
+        parser.error("--repeats must be >= 1, --rounds >= 0 and every size at least 32")
     run(args.presets, args.sizes, args.repeats, args.output_dir, device=args.device, onnx=not args.no_onnx,
-        maskrcnn=not args.no_maskrcnn, profile=not args.no_profile)
+        maskrcnn=not args.no_maskrcnn, profile=not args.no_profile, rounds=args.rounds)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import re
@@ -21,6 +22,7 @@ from torch import nn
 from .presets import ModelConfig
 
 FORMAT_TAG = "sparseinst_core/1"
+logger = logging.getLogger(__name__)
 CLASS_HEAD_KEYS = ("decoder.inst_branch.cls_score.weight", "decoder.inst_branch.cls_score.bias")
 
 
@@ -126,7 +128,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_h
 
     Strict: raises ValueError naming missing, unexpected and mis-shaped keys. With
     `reinit_class_head=True` a checkpoint trained for another number of classes can be fine-tuned: the
-    class head keeps its fresh initialisation and is listed in `LoadReport.reinitialised`.
+    class head is re-initialised (as in a new model), listed in `LoadReport.reinitialised` and logged.
     """
     state_dict, metadata = read_checkpoint(path)
     target = model.state_dict()
@@ -137,7 +139,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_h
     if reinit_class_head:
         for key in CLASS_HEAD_KEYS:
             if key in state_dict and state_dict[key].shape != target[key].shape:
-                del state_dict[key]
+                skipped_classes = state_dict.pop(key).shape[0]
                 reinitialised.append(key)
         expected -= set(reinitialised)
     missing = expected - state_dict.keys()
@@ -160,6 +162,11 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_h
     with torch.no_grad():
         for key, value in state_dict.items():
             target[key].copy_(value)
+    if reinitialised:
+        model.decoder.inst_branch.reset_class_head()
+        logger.warning(f"{path}: the class head was re-initialised for fine-tuning (the checkpoint has "
+                       f"{skipped_classes} classes, the model {target[CLASS_HEAD_KEYS[1]].shape[0]}); not loaded: "
+                       f"{', '.join(reinitialised)}")
     return LoadReport(str(path), metadata.pop("layout"), reinitialised, metadata)
 
 

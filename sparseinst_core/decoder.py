@@ -18,6 +18,12 @@ from .encoder import c2_msra_fill, c2_xavier_fill
 _PRIOR_PROB = 0.01  # focal-loss prior: initial class and activation probabilities
 
 
+def _init_prior(module: nn.Module) -> None:
+    """Small weights and the focal-loss prior bias: every output starts at probability _PRIOR_PROB."""
+    nn.init.normal_(module.weight, std=0.01)
+    nn.init.constant_(module.bias, -math.log((1 - _PRIOR_PROB) / _PRIOR_PROB))
+
+
 def conv3x3_stack(num_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
     """[conv3x3, ReLU] x num_convs (index 2k is the k-th conv, matching the official layout)."""
     layers = []
@@ -70,14 +76,16 @@ class InstanceBranch(nn.Module):
         for module in self.inst_convs:
             if isinstance(module, nn.Conv2d):
                 c2_msra_fill(module)
-        prior_bias = -math.log((1 - _PRIOR_PROB) / _PRIOR_PROB)
         for module in (self.iam_conv, self.cls_score):
-            nn.init.normal_(module.weight, std=0.01)
-            nn.init.constant_(module.bias, prior_bias)
+            _init_prior(module)
         nn.init.normal_(self.mask_kernel.weight, std=0.01)
         nn.init.zeros_(self.mask_kernel.bias)
         if self.groups > 1:
             c2_xavier_fill(self.fc)
+
+    def reset_class_head(self) -> None:
+        """Fresh class scores (as at construction), for fine-tuning on other classes."""
+        _init_prior(self.cls_score)
 
     def forward(self, features: torch.Tensor):
         features = self.inst_convs(features)                              # (B, C, H, W)

@@ -9,7 +9,6 @@ replaces the pending one (counted as dropped), so output latency is bounded by o
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -320,9 +319,13 @@ class SparseInstPipeline:
                          f"{len(model.class_names)} classes")
 
     def unload_model(self) -> None:
+        """Drop the model (and the GPU memory it cached); a no-op when none is loaded."""
+        if self.model is None:
+            return
         self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        self.logger.info("unloaded the model")
 
     def open_outputs(self) -> None:
         create = self._create_publisher

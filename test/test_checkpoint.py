@@ -1,4 +1,6 @@
 """Checkpoint files: round trips, clear errors for bad files, class-head re-initialisation."""
+import math
+
 import pytest
 import torch
 
@@ -81,16 +83,22 @@ def test_mismatch_names_missing_unexpected_and_misshaped_keys(model, tmp_path):
     assert "decoder.inst_branch.mask_kernel.bias (checkpoint (3,) vs model (64,))" in message
 
 
-def test_other_class_count_needs_the_explicit_option(model, tmp_path):
+def test_other_class_count_needs_the_explicit_option(model, tmp_path, caplog):
     path = save_checkpoint(model, tmp_path / "four.pth")
     target = build_model("r18_giam", num_classes=9)
     with pytest.raises(ValueError, match="reinit_class_head=True"):
         load_checkpoint(target, path)
-    fresh_head = target.decoder.inst_branch.cls_score.weight.clone()
-    report = load_checkpoint(target, path, reinit_class_head=True)
+    head = target.decoder.inst_branch.cls_score
+    with torch.no_grad():   # a head that is not fresh (e.g. the model was trained before): it must be reset
+        head.weight.fill_(1.0)
+        head.bias.fill_(1.0)
+    with caplog.at_level("WARNING", logger="sparseinst_core.checkpoint"):
+        report = load_checkpoint(target, path, reinit_class_head=True)
     assert report.reinitialised == ["decoder.inst_branch.cls_score.weight", "decoder.inst_branch.cls_score.bias"]
-    assert torch.equal(target.decoder.inst_branch.cls_score.weight, fresh_head)
+    assert head.weight.shape == (9, head.weight.shape[1]) and head.weight.abs().max() < 0.1   # std 0.01 init
+    assert torch.allclose(head.bias, torch.full((9,), -math.log(99)))                      # prior 0.01
     assert torch.equal(target.encoder.fusion.weight, model.encoder.fusion.weight)
+    assert "class head was re-initialised" in caplog.text and "the model 9" in caplog.text
 
 
 @pytest.mark.parametrize("fraction", [0.0001, 0.5, 0.999])

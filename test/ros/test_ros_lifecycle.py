@@ -32,10 +32,10 @@ def node(ros, tmp_path_factory):
 
 
 class Lifecycle:
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, node_name: str = "sparseinst_node"):
         self.client = client
-        self.change = client.node.create_client(ChangeState, "/sparseinst_node/change_state")
-        self.get = client.node.create_client(GetState, "/sparseinst_node/get_state")
+        self.change = client.node.create_client(ChangeState, f"/{node_name}/change_state")
+        self.get = client.node.create_client(GetState, f"/{node_name}/get_state")
 
     def state(self) -> int:
         return self.client.call(self.get, GetState.Request(), timeout=60.0).current_state.id
@@ -107,6 +107,7 @@ def test_cleanup_frees_the_model_and_configure_loads_it_again(lifecycle, client,
     assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
     assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
     assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert node.wait_for_log("unloaded the model", timeout=10)
     assert client.set_parameters(score_threshold=0.5)[0].successful
     # corrupt weights: a failed configure leaves the node unconfigured and able to try again
     corrupt = tmp_path / "corrupt.pth"
@@ -129,3 +130,28 @@ def test_shutdown_finalizes_from_active(lifecycle, client):
     assert lifecycle.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert lifecycle.state() == State.PRIMARY_STATE_FINALIZED
     assert client.spin_until(lambda: client.image_pub.get_subscription_count() == 0, 10.0)
+
+
+@pytest.mark.parametrize("configure_first", [False, True], ids=["from_unconfigured", "from_inactive"])
+def test_shutdown_finalizes_from_the_other_primary_states(ros, tmp_path, weights_file, configure_first):
+    process = NodeProcess("sparseinst_ros.lifecycle_node", tmp_path / "node.log",
+                          params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
+                                      max_size=2 * MIN_SIZE),
+                          remaps={"image": "/camera/image_raw", "__node": "sparseinst_shutdown_test"})
+    client = Client(f"lifecycle_shutdown_client_{int(configure_first)}", node_name="sparseinst_shutdown_test")
+    try:
+        lifecycle = Lifecycle(client, "sparseinst_shutdown_test")
+        if configure_first:
+            assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+            assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+            shutdown = Transition.TRANSITION_INACTIVE_SHUTDOWN
+        else:
+            assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+            shutdown = Transition.TRANSITION_UNCONFIGURED_SHUTDOWN
+        assert lifecycle.transition(shutdown)
+        assert lifecycle.state() == State.PRIMARY_STATE_FINALIZED
+        assert ("unloaded the model" in process.log()) == configure_first
+        assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)   # finalized is final
+    finally:
+        client.destroy()
+        assert process.stop() == 0, process.log()
