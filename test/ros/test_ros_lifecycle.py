@@ -134,13 +134,15 @@ def test_shutdown_finalizes_from_active(lifecycle, client):
 
 @pytest.mark.parametrize("configure_first", [False, True], ids=["from_unconfigured", "from_inactive"])
 def test_shutdown_finalizes_from_the_other_primary_states(ros, tmp_path, weights_file, configure_first):
+    # a name of its own: service clients must not find a node of an earlier test still in the graph
+    name = f"sparseinst_shutdown_test_{int(configure_first)}"
     process = NodeProcess("sparseinst_ros.lifecycle_node", tmp_path / "node.log",
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE),
-                          remaps={"image": "/camera/image_raw", "__node": "sparseinst_shutdown_test"})
-    client = Client(f"lifecycle_shutdown_client_{int(configure_first)}", node_name="sparseinst_shutdown_test")
+                          remaps={"image": "/camera/image_raw", "__node": name})
+    client = Client(f"lifecycle_shutdown_client_{int(configure_first)}", node_name=name)
     try:
-        lifecycle = Lifecycle(client, "sparseinst_shutdown_test")
+        lifecycle = Lifecycle(client, name)
         if configure_first:
             assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
             assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
