@@ -130,3 +130,22 @@ def test_no_camera_info_hint_when_it_arrives_or_nothing_is_processed(pipeline):
     pipeline._on_camera_info(CameraInfo())
     pipeline._check_camera_info(processed=1)
     assert pipeline.logger.warnings == []
+
+
+def test_camera_info_of_the_same_stamp_is_preferred_else_the_latest(pipeline):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    for sec, width in ((1, 640), (2, 800), (3, 1024)):
+        info = CameraInfo(width=width, height=480, k=[float(width)] + [0.0] * 8)
+        info.header.stamp = Time(sec=sec)
+        pipeline._on_camera_info(info)
+    matched = pipeline._matching_camera_info(Header(stamp=Time(sec=2), frame_id="cam"))
+    assert (matched.width, matched.k[0]) == (800, 800.0)
+    latest = pipeline._matching_camera_info(Header(stamp=Time(sec=99), frame_id="cam"))
+    assert latest.width == 1024
+    assert pipeline._recent_camera_info[-1].header.stamp.sec == 3   # the stored messages are not modified
+
+
+def test_no_camera_info_is_republished_when_none_arrived(pipeline):
+    from std_msgs.msg import Header
+    assert pipeline._matching_camera_info(Header()) is None
