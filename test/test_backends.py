@@ -111,3 +111,11 @@ def test_torch_backend_returns_fp32_for_every_precision(model):
     for optimize in (True, False):
         outputs = TorchBackend(model, device="cpu", precision="bf16", optimize=optimize)(images)
         assert all(v.dtype == torch.float32 for v in outputs.values())
+
+
+def test_onnxruntime_threads_do_not_spin_after_a_run_unless_asked(onnx_file):
+    """Spinning ORT threads would compete with the predictor's post-processing for the cores."""
+    def spinning(backend):
+        return backend.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert spinning(OnnxRuntimeBackend(onnx_file, device="cpu")) == "0"
+    assert spinning(OnnxRuntimeBackend(onnx_file, device="cpu", spinning=True)) == "1"
