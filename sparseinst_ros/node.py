@@ -598,7 +598,6 @@ class SparseInstPipeline:
         self.logger.warning(f"no image received on {self.image_topic} for {since:.0f} s although "
                             f"{len(publishers)} publisher(s) exist" + (": " + "; ".join(hints) if hints else ""))
 
-
     def _warn_transport_loss(self, lost: int, received: int, lost_total: int) -> None:
         """Frames were published to the image topic but never arrived (gaps in publisher sequence numbers)."""
         hint = TRANSPORT_ADVICE if self._last_sample_bytes > LARGE_SAMPLE_BYTES else (
