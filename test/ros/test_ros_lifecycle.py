@@ -1,5 +1,6 @@
 """The managed node through every lifecycle transition, driven by the standard lifecycle services."""
 import itertools
+import time
 
 import pytest
 from lifecycle_msgs.msg import State, Transition
@@ -37,6 +38,23 @@ class Lifecycle:
         self.change = client.node.create_client(ChangeState, f"/{node_name}/change_state")
         self.get = client.node.create_client(GetState, f"/{node_name}/get_state")
 
+    def wait_until_reachable(self, timeout: float = 120.0, attempt: float = 5.0) -> None:
+        """Call both lifecycle services until each answers. A service can be visible to this client before
+        the server has discovered where to send responses; rmw then drops the response ("failed to send
+        response"), and a state change cannot simply be repeated. So, while the node is not active: GetState,
+        and ChangeState with deactivate, which is refused without effect in the other states."""
+        probes = [(self.get, GetState.Request()),
+                  (self.change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))]
+        deadline = time.monotonic() + timeout
+        for service, request in probes:
+            assert service.wait_for_service(timeout_sec=timeout), f"{service.srv_name} not available"
+            while True:
+                assert time.monotonic() < deadline, f"no answer from {service.srv_name} within {timeout} s"
+                future = service.call_async(request)
+                if self.client.spin_until(future.done, attempt):
+                    break
+        assert self.state() != State.PRIMARY_STATE_ACTIVE
+
     def state(self) -> int:
         return self.client.call(self.get, GetState.Request(), timeout=60.0).current_state.id
 
@@ -54,7 +72,9 @@ def client(node):
 
 @pytest.fixture(scope="module")
 def lifecycle(client):
-    return Lifecycle(client)
+    lifecycle = Lifecycle(client)
+    lifecycle.wait_until_reachable()
+    return lifecycle
 
 
 def test_starts_unconfigured_without_subscribing(lifecycle, client):
@@ -143,6 +163,7 @@ def test_shutdown_finalizes_from_the_other_primary_states(ros, tmp_path, weights
     client = Client(f"lifecycle_shutdown_client_{int(configure_first)}", node_name=name)
     try:
         lifecycle = Lifecycle(client, name)
+        lifecycle.wait_until_reachable()
         if configure_first:
             assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
             assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
