@@ -151,13 +151,18 @@ class Client:
         return True
 
     def set_parameters(self, **values):
-        """Set parameters through the node's parameter services; returns the SetParametersResult list."""
+        """Set parameters through the node's parameter services; returns the SetParametersResult list.
+
+        Setting a value is idempotent, so an unanswered request is sent again (see `call`)."""
         params = [Parameter(name, value=value) if not (isinstance(value, list) and not value)
                   else Parameter(name, Parameter.Type.STRING_ARRAY, value) for name, value in values.items()]
         assert self.parameters.wait_for_services(timeout_sec=30.0)
-        future = self.parameters.set_parameters(params)
-        assert self.spin_until(future.done, 30.0), "set_parameters timed out"
-        return future.result().results
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            future = self.parameters.set_parameters(params)
+            if self.spin_until(future.done, 5.0):
+                return future.result().results
+        raise AssertionError("set_parameters timed out")
 
     def latest_diagnostics(self, after: float | None = None, timeout: float = 10.0) -> dict[str, str]:
         """Key/values of a diagnostics report published after now (or `after`, a node clock time in s)."""
@@ -169,11 +174,18 @@ class Client:
         return {"level": status.level, "message": status.message,
                 **{kv.key: kv.value for kv in status.values}}
 
-    def call(self, client, request, timeout: float = 30.0):
+    def call(self, client, request, timeout: float = 30.0, retry_after: float | None = None):
+        """Call a service; with `retry_after` (only for idempotent requests), send the request again when no
+        answer came within that many seconds: a server that has not yet discovered this client drops its
+        response (rmw: "failed to send response")."""
         assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout), f"service {client.srv_name} timed out"
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            attempt = min(retry_after or timeout, max(deadline - time.monotonic(), 0.0))
+            if self.spin_until(future.done, attempt):
+                return future.result()
+            assert retry_after and time.monotonic() < deadline, f"service {client.srv_name} timed out"
 
     def destroy(self):
         self.node.destroy_node()

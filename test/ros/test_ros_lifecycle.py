@@ -1,6 +1,5 @@
 """The managed node through every lifecycle transition, driven by the standard lifecycle services."""
 import itertools
-import time
 
 import pytest
 from lifecycle_msgs.msg import State, Transition
@@ -43,20 +42,13 @@ class Lifecycle:
         the server has discovered where to send responses; rmw then drops the response ("failed to send
         response"), and a state change cannot simply be repeated. So, while the node is not active: GetState,
         and ChangeState with deactivate, which is refused without effect in the other states."""
-        probes = [(self.get, GetState.Request()),
-                  (self.change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))]
-        deadline = time.monotonic() + timeout
-        for service, request in probes:
-            assert service.wait_for_service(timeout_sec=timeout), f"{service.srv_name} not available"
-            while True:
-                assert time.monotonic() < deadline, f"no answer from {service.srv_name} within {timeout} s"
-                future = service.call_async(request)
-                if self.client.spin_until(future.done, attempt):
-                    break
+        refused = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE))
+        for service, request in ((self.get, GetState.Request()), (self.change, refused)):
+            self.client.call(service, request, timeout=timeout, retry_after=attempt)
         assert self.state() != State.PRIMARY_STATE_ACTIVE
 
     def state(self) -> int:
-        return self.client.call(self.get, GetState.Request(), timeout=60.0).current_state.id
+        return self.client.call(self.get, GetState.Request(), timeout=60.0, retry_after=5.0).current_state.id
 
     def transition(self, transition_id: int) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))

@@ -139,14 +139,14 @@ def test_start_up_parameters_are_rejected_at_run_time_with_a_reason(client, name
 
 def test_enable_service_pauses_and_resumes_inference(client):
     enable = client.node.create_client(SetBool, "/sparseinst_node/enable")
-    response = client.call(enable, SetBool.Request(data=False))
+    response = client.call(enable, SetBool.Request(data=False), retry_after=5.0)
     assert response.success and "paused" in response.message
     try:
         assert client.receives_nothing_for(frame(), seconds=3.0)
         report = client.latest_diagnostics()
         assert report["enabled"] == "false" and int(report["frames ignored while paused"]) > 0
     finally:
-        assert client.call(enable, SetBool.Request(data=True)).success
+        assert client.call(enable, SetBool.Request(data=True), retry_after=5.0).success
     client.send(frame())
     client.node.destroy_client(enable)
 
