@@ -48,12 +48,12 @@ class TorchBackend:
         check_precision(self.device, precision)
         self.precision = precision
         self.config = model.config
-        model = model.to(self.device).eval()
-        if optimize:
-            self.model = optimize_for_inference(model, precision=precision, compile=compile, device=self.device)
+        if optimize:   # a copy on the device: the caller's model stays where it is (no second copy on a GPU)
+            self.model = optimize_for_inference(model.eval(), precision=precision, compile=compile,
+                                                device=self.device)
             self.autocast = False
         else:  # the plain model, reduced precision through autocast
-            self.model = model
+            self.model = model.to(self.device).eval()
             self.autocast = precision != "fp32"
 
     @torch.inference_mode()
