@@ -170,3 +170,34 @@ def test_shutdown_finalizes_from_the_other_primary_states(ros, tmp_path, weights
     finally:
         client.destroy()
         assert process.stop() == 0, process.log()
+
+
+def test_an_error_in_a_transition_undoes_everything_and_leaves_the_node_configurable(ros, weights_file):
+    """In process: a transition callback that raises goes through on_error back to unconfigured."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from sparseinst_ros.lifecycle_node import SparseInstLifecycleNode
+
+    node = SparseInstLifecycleNode(parameter_overrides=[
+        Parameter("weights", value=str(weights_file)), Parameter("device", value="cpu"),
+        Parameter("min_size", value=MIN_SIZE), Parameter("max_size", value=2 * MIN_SIZE)],
+        cli_args=["--ros-args", "-r", "__node:=sparseinst_error_test"])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.pipeline.model is not None and node.pipeline.publishers
+
+        def broken_open_inputs():
+            raise RuntimeError("camera went away")
+        node.pipeline.open_inputs = broken_open_inputs
+        assert node.trigger_activate() == TransitionCallbackReturn.ERROR
+        assert node._state_machine.current_state[1] == "unconfigured"      # through ErrorProcessing
+        assert node.pipeline.model is None and not node.pipeline.publishers and not node.pipeline.subscriptions
+
+        del node.pipeline.open_inputs                                      # the class's method again
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.pipeline.subscriptions
+    finally:
+        node.pipeline.close_inputs()
+        node.destroy_node()
