@@ -112,7 +112,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if bad:
         raise ValueError(f"{path}: entries that are not tensors: {bad[:5]}")
     official = content.get("format") != FORMAT_TAG
-    metadata = {k: v for k, v in content.items() if k in ("preset", "config", "class_names", "iteration")}
+    metadata = {k: v for k, v in content.items()
+                if k in ("preset", "config", "class_names", "iteration", "label_to_category_id")}
     metadata["layout"] = "official" if official else "sparseinst_core"
     return convert_official_state_dict(state_dict), metadata
 

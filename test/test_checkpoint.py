@@ -24,6 +24,12 @@ def test_round_trip_keeps_weights_and_metadata(model, tmp_path, suffix):
         assert torch.equal(a, b), k
 
 
+def test_training_label_mapping_is_reported(model, tmp_path):
+    """train.py records the dataset category id of each label; evaluation reads it from the report."""
+    path = save_checkpoint(model, tmp_path / "m.pth", label_to_category_id=[3, 5, 8, 13])
+    assert load_model(path)[1].metadata["label_to_category_id"] == [3, 5, 8, 13]
+
+
 def test_save_is_atomic(model, tmp_path):
     save_checkpoint(model, tmp_path / "m.pth")
     assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]

@@ -124,6 +124,8 @@ def test_missing_image_file_is_a_file_not_found_error_naming_the_path(coco_dir):
     dataset = CocoInstanceDataset(annotation_file, image_dir)
     with pytest.raises(FileNotFoundError, match=r"images[/\\]b\.png"):
         dataset[1]
+    with pytest.raises(FileNotFoundError, match=r"validation set: 1 image file\(s\) .* missing .*: b\.png$"):
+        dataset.check_image_files("validation set")   # up front, before a long run
 
 
 def test_image_size_differing_from_the_annotations_is_a_value_error(coco_dir):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
 
-import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from sparseinst_core.checkpoint import load_model  # noqa: E402
@@ -56,13 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def label_mapping(report_metadata: dict, checkpoint_path: Path, dataset: CocoInstanceDataset,
-                  num_classes: int) -> list[int]:
+def label_mapping(report_metadata: dict, dataset: CocoInstanceDataset, num_classes: int) -> list[int]:
     """Category id of each model label: recorded by train.py, else the dataset's ids in ascending order."""
-    recorded = None
-    if checkpoint_path.suffix != ".safetensors":
-        state = torch.load(str(checkpoint_path), map_location="cpu", weights_only=True)
-        recorded = state.get("label_to_category_id") if isinstance(state, dict) else None
+    recorded = report_metadata.get("label_to_category_id")
     mapping = list(recorded) if recorded else list(dataset.label_to_category_id)
     if len(mapping) != num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but {dataset.annotation_file} has "
@@ -77,14 +72,10 @@ def label_mapping(report_metadata: dict, checkpoint_path: Path, dataset: CocoIns
 
 def run(args, ctx, logger) -> int:
     dataset = CocoInstanceDataset(args.val_json, args.val_images, build_test_transforms(args.input_size, args.max_size))
-    missing = [dataset.coco.imgs[i]["file_name"] for i in dataset.image_ids
-               if not (dataset.image_dir / dataset.coco.imgs[i]["file_name"]).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} image file(s) listed in {args.val_json} are missing from "
-                                f"{args.val_images}: {', '.join(missing[:5])}")
+    dataset.check_image_files("evaluation set")
     model, report = load_model(args.weights, preset=args.preset)
     model.to(ctx.device)
-    mapping = label_mapping(report.metadata, args.weights, dataset, model.num_classes)
+    mapping = label_mapping(report.metadata, dataset, model.num_classes)
     logger.info(f"evaluating {args.weights} ({report.layout} layout, {model.num_classes} classes) on "
                 f"{len(dataset)} images at {args.input_size}/{args.max_size}, {ctx.world_size} process(es)")
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=RankShard(len(dataset)),

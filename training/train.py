@@ -145,23 +145,13 @@ class StopSignal:
         self.signum = signum
 
 
-def check_image_files(dataset: CocoInstanceDataset, what: str) -> None:
-    """Fail before training, not hours into it, when image files are missing."""
-    missing = [dataset.coco.imgs[i]["file_name"] for i in dataset.image_ids
-               if not (dataset.image_dir / dataset.coco.imgs[i]["file_name"]).is_file()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise FileNotFoundError(f"{what}: {len(missing)} image file(s) listed in {dataset.annotation_file} "
-                                f"are missing from {dataset.image_dir}: {shown}")
-
-
 def build_datasets(args):
     train_set = CocoInstanceDataset(args.train_json, args.train_images, build_train_transforms(
         args.input_sizes, args.max_size, crop_probability=args.crop_probability))
     val_set = CocoInstanceDataset(args.val_json, args.val_images,
                                   build_test_transforms(max(args.input_sizes), args.max_size))
-    check_image_files(train_set, "training set")
-    check_image_files(val_set, "validation set")
+    train_set.check_image_files("training set")
+    val_set.check_image_files("validation set")
     if len(train_set) == 0:
         raise ValueError(f"{args.train_json} lists no images")
     unknown = sorted(set(train_set.label_to_category_id) - set(val_set.coco.cats))

@@ -45,6 +45,15 @@ class CocoInstanceDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.label_to_category_id)
 
+    def check_image_files(self, what: str = "dataset") -> None:
+        """Fail before a long run, not hours into it, when image files listed in the annotations are missing."""
+        missing = [self.coco.imgs[i]["file_name"] for i in self.image_ids
+                   if not (self.image_dir / self.coco.imgs[i]["file_name"]).is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            raise FileNotFoundError(f"{what}: {len(missing)} image file(s) listed in {self.annotation_file} "
+                                    f"are missing from {self.image_dir}: {shown}")
+
     def __len__(self) -> int:
         return len(self.image_ids)
 
