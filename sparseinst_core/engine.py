@@ -216,7 +216,7 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
 
 
 def _stop_if_non_finite(iteration: int, outputs: dict[str, torch.Tensor] | None = None,
-                        losses: dict[str, torch.Tensor] | None = None) -> None:
+                        loss_values: dict[str, float] | None = None) -> None:
     """Raise NonFiniteLossError on every rank if any rank has NaN/inf network outputs or loss terms.
 
     Collective (one small all-reduce), so that all ranks stop at the same iteration. Outputs are
@@ -227,9 +227,8 @@ def _stop_if_non_finite(iteration: int, outputs: dict[str, torch.Tensor] | None 
         report = (f"network outputs {', '.join(bad)} contain NaN/inf, so every loss term "
                   f"({', '.join(DEFAULT_WEIGHTS)}) is undefined") if bad else None
     else:
-        values = {name: float(value.detach()) for name, value in losses.items()}
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        report = ", ".join(f"{name}={value:.6g}" for name, value in values.items()) if bad else None
+        bad = [name for name, value in loss_values.items() if not math.isfinite(value)]
+        report = ", ".join(f"{name}={value:.6g}" for name, value in loss_values.items()) if bad else None
     if not any_across_ranks(torch.tensor([report is not None]))[0]:
         return
     reports = [f"rank {rank}: {text}" for rank, text in enumerate(gather_objects(report)) if text is not None]
@@ -253,7 +252,8 @@ def train_one_step(model: nn.Module, criterion: nn.Module, optimizer: torch.opti
     _stop_if_non_finite(iteration, outputs=outputs)
     losses = criterion(outputs, targets)
     total = criterion.total_loss(losses)
-    _stop_if_non_finite(iteration, losses={**losses, "total": total})
+    values = {name: float(value.detach()) for name, value in {**losses, "total": total}.items()}   # read once
+    _stop_if_non_finite(iteration, loss_values=values)
 
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
@@ -264,7 +264,7 @@ def train_one_step(model: nn.Module, criterion: nn.Module, optimizer: torch.opti
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad))
     scaler.step(optimizer)
     scaler.update()
-    return StepOutput({name: float(v.detach()) for name, v in losses.items()}, float(total.detach()), grad_norm)
+    return StepOutput({name: values[name] for name in losses}, values["total"], grad_norm)
 
 
 # --------------------------------------------------------------------------------------- checkpoints
