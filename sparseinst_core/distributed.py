@@ -77,15 +77,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def any_across_ranks(flags: torch.Tensor) -> torch.Tensor:
     """Element-wise logical OR of a small bool vector over all ranks (one all-reduce).
 
@@ -117,15 +108,6 @@ def gather_objects(obj) -> list:
     gathered = [None] * get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def broadcast_object(obj, src: int = 0):
-    """`obj` of rank `src` on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def setup_logger(output_dir: str | os.PathLike | None, rank: int, name: str = "sparseinst") -> logging.Logger:

@@ -42,7 +42,7 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for name, value in values.items():
-                if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
+                if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(prefix + name, value, iteration)
 
     def close(self) -> None:
