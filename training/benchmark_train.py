@@ -75,7 +75,7 @@ def print_curves(output_dir: Path) -> None:
                   f"{100 * r['segm/AP75']:6.2f}")
 
 
-def export_demo(model_path: Path, metrics: dict, wall: float, command: str, train_command: list[str]) -> None:
+def export_demo(model_path: Path, metrics: dict, wall: float, command: str, train_argv: list[str]) -> None:
     """fp16 weights (half the size, no measurable change in the masks) + a model card next to them."""
     import torch
 
@@ -103,9 +103,9 @@ which generates the dataset (`generate_synthetic_dataset(outputs/bench_data_v2, 
 class sets both their outline and their hue band, see `DEMO_STYLE`) and runs:
 
     python {" ".join(str(Path(part).relative_to(REPO)) if part.startswith(str(REPO)) else part
-                     for part in train_command[1:])}
+                     for part in train_argv[1:])}
 
-Mask AP on the 100 generated validation images (COCOeval segm, test size {TRAIN_SETTINGS[TRAIN_SETTINGS.index("--input-sizes") + 1].split(",")[-1]}):
+Mask AP on the 100 generated validation images (COCOeval segm, test size {model.config.min_size_test}):
 mask AP {100 * metrics['segm/AP']:.1f}, AP50 {100 * metrics['segm/AP50']:.1f}, AP75 {100 * metrics['segm/AP75']:.1f}.
 
 | class | mask AP |
