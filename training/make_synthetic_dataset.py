@@ -12,8 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
 
-from sparseinst_core.data.synthetic import (MAX_SHAPE_FRACTION, MIN_SHAPE_FRACTION,  # noqa: E402
-                                            SYNTHETIC_CLASSES, generate_synthetic_dataset)
+from sparseinst_core.data.synthetic import SHAPE_SIZES, SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fraction of images with one iscrowd=1 region of tiny shapes")
     parser.add_argument("--rle-fraction", type=float, default=0.25,
                         help="fraction of instances stored as RLE instead of polygons")
-    parser.add_argument("--shape-sizes", type=float, nargs=2, default=(MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+    parser.add_argument("--shape-sizes", type=float, nargs=2, default=SHAPE_SIZES,
                         metavar=("MIN", "MAX"), help="range of shape diameters, as fractions of the shorter image side")
     parser.add_argument("--class-colours", action="store_true",
                         help="give each class its own hue band, so colour tells classes apart as well as shape")

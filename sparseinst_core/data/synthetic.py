@@ -22,8 +22,7 @@ from pycocotools import mask as mask_utils
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "ellipse", "hexagon")
 SYNTHETIC_CATEGORY_IDS = (1, 3, 5, 7, 11, 13)
 
-MIN_SHAPE_FRACTION = 0.08       # default shape diameters, as fractions of the shorter image side
-MAX_SHAPE_FRACTION = 0.45
+SHAPE_SIZES = (0.08, 0.45)      # default range of shape diameters, as fractions of the shorter side
 MIN_VISIBLE_FRACTION = 0.4      # a placement is rejected if it hides more than 60% of an earlier shape
 MIN_INSTANCE_PIXELS = 64
 MIN_COLOUR_DISTANCE = 80.0      # RGB distance between a shape and the background under it
@@ -62,7 +61,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
 def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
                            class_names: Sequence[str] = SYNTHETIC_CLASSES, min_instances: int = 1,
                            max_instances: int = 6, crowd_probability: float = 0.0,
-                           shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                           shape_sizes: tuple[float, float] = SHAPE_SIZES,
                            class_colours: bool = False) -> SyntheticScene:
     """Renders one scene with its instance and crowd annotations (see SyntheticScene). Shape diameters
     are drawn log-uniformly from shape_sizes, as fractions of the shorter image side. Shapes get random
@@ -106,7 +105,7 @@ def generate_synthetic_dataset(output_dir: str | Path, num_train: int, num_val: 
                                image_size: int = 320, class_names: Sequence[str] = SYNTHETIC_CLASSES,
                                image_format: str = "jpg", empty_fraction: float = 0.05,
                                crowd_fraction: float = 0.1, rle_fraction: float = 0.25,
-                               shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                               shape_sizes: tuple[float, float] = SHAPE_SIZES,
                                class_colours: bool = False) -> dict[str, Path]:
     """Writes output_dir/{train,val}/*.{jpg,png} and output_dir/annotations/{train,val}.json.
 
@@ -166,7 +165,7 @@ def generate_synthetic_dataset(output_dir: str | Path, num_train: int, num_val: 
 def render_dataset_scene(seed: int, split: str, index: int, image_size: int = 320,
                          class_names: Sequence[str] = SYNTHETIC_CLASSES, empty_fraction: float = 0.05,
                          crowd_fraction: float = 0.1,
-                         shape_sizes: tuple[float, float] = (MIN_SHAPE_FRACTION, MAX_SHAPE_FRACTION),
+                         shape_sizes: tuple[float, float] = SHAPE_SIZES,
                          class_colours: bool = False) -> SyntheticScene:
     """The scene behind image `index` of `split` in generate_synthetic_dataset (same arguments), so any
     image and its annotations can be re-created in memory. Each image has its own generator, seeded
