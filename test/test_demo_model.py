@@ -1,6 +1,5 @@
 """The shipped demo model finds the shapes of the scenes it was trained on, with the right labels."""
 import numpy as np
-import pytest
 import torch
 
 from sparseinst_core import Predictor, build_model
