@@ -20,16 +20,16 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/install_ros.sh
 
 demo: install
 	$(PY) -m sparseinst_ros.run_demo --output outputs/ros_demo
-	$(PY) -m sparseinst_core.demo --output outputs/demo --num-images 3
+	$(PY) -m sparseinst_core.tools.demo --output outputs/demo --num-images 3
 
 demo-offline: install
-	$(PY) -m sparseinst_core.demo --output outputs/demo
+	$(PY) -m sparseinst_core.tools.demo --output outputs/demo
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m sparseinst_core.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark
+	$(PY) -m sparseinst_core.tools.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark
 
 bench-train: install
 	$(PY) training/benchmark_train.py

@@ -41,8 +41,8 @@ setup(
             "sparseinst_lifecycle_node = sparseinst_ros.lifecycle_node:main",
             "image_source = sparseinst_ros.image_source:main",
             "sparseinst_demo_client = sparseinst_ros.demo_client:main",
-            "sparseinst-export = sparseinst_core.export:main",
-            "sparseinst-demo = sparseinst_core.demo:main",
+            "sparseinst-export = sparseinst_core.tools.export:main",
+            "sparseinst-demo = sparseinst_core.tools.demo:main",
         ],
     },
 )

@@ -30,7 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 from vision_msgs.msg import Detection2DArray
 
-from sparseinst_core import Instances, visualize
+from sparseinst_core.inference import Instances, visualize
 
 from .conversions import ImageConversionError, check_message, compressed_to_rgb, image_to_rgb, numpy_to_image
 from .detections import InstanceLabels, label_instances, resolve_class_filter, to_detection_array
@@ -106,7 +106,7 @@ def resolve_weights(weights: str) -> Path:
     """The checkpoint a `weights` parameter names; "demo" is the model shipped with sparseinst_core."""
     if weights != DEMO_WEIGHTS:
         return Path(weights).expanduser()
-    from sparseinst_core.demo import demo_weights_path
+    from sparseinst_core.io import demo_weights_path
 
     return demo_weights_path()
 

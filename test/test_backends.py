@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparseinst_core import Predictor, build_model
-from sparseinst_core.runtime import (OnnxRuntimeBackend, TorchBackend, create_backend, import_onnxruntime,
+from sparseinst_core.inference.backends import (OnnxRuntimeBackend, TorchBackend, create_backend, import_onnxruntime,
                                      select_providers)
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -20,7 +20,7 @@ def model():
 @pytest.fixture(scope="module")
 def onnx_file(model, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from sparseinst_core.export import export_onnx
+    from sparseinst_core.inference.export import export_onnx
     return export_onnx(model, tmp_path_factory.mktemp("onnx") / "m.onnx", (64, 96))
 
 

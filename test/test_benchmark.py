@@ -4,7 +4,7 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sparseinst_core import build_model
-from sparseinst_core.benchmark import calibrate_batch_norm, interleaved_end_to_end, ratios
+from sparseinst_core.tools.benchmark import calibrate_batch_norm, interleaved_end_to_end, ratios
 
 
 @pytest.mark.parametrize("norm", ["bn", "frozen_bn"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparseinst_core import build_model, load_checkpoint, load_model, save_checkpoint
-from sparseinst_core.checkpoint import convert_official_state_dict
+from sparseinst_core.io.checkpoint import convert_official_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_other_class_count_needs_the_explicit_option(model, tmp_path, caplog):
     with torch.no_grad():   # a head that is not fresh (e.g. the model was trained before): it must be reset
         head.weight.fill_(1.0)
         head.bias.fill_(1.0)
-    with caplog.at_level("WARNING", logger="sparseinst_core.checkpoint"):
+    with caplog.at_level("WARNING", logger="sparseinst_core.io.checkpoint"):
         report = load_checkpoint(target, path, reinit_class_head=True)
     assert report.reinitialised == ["decoder.inst_branch.cls_score.weight", "decoder.inst_branch.cls_score.bias"]
     assert head.weight.shape == (9, head.weight.shape[1]) and head.weight.abs().max() < 0.1   # std 0.01 init

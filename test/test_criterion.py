@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from sparseinst_core.criterion import DEFAULT_WEIGHTS, SparseInstCriterion
-from sparseinst_core.matcher import HungarianMatcher
+from sparseinst_core.training.criterion import DEFAULT_WEIGHTS, SparseInstCriterion
+from sparseinst_core.training.matcher import HungarianMatcher
 from set_prediction_cases import downsample
 from set_prediction_cases import make_batch as random_batch
 

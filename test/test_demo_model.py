@@ -2,9 +2,10 @@
 import numpy as np
 import torch
 
-from sparseinst_core import Predictor, build_model
+from sparseinst_core import Predictor, build_model, load_model
 from sparseinst_core.data.synthetic import DEMO_STYLE, render_scene
-from sparseinst_core.demo import load_demo_model
+from sparseinst_core.inference import load_predictor
+from sparseinst_core.io import demo_weights_path
 
 # Recall of the shipped model on these scenes is 0.90 (see its model card for the COCO AP); a model that
 # had not learned, or labels in the wrong order, gets close to 0.
@@ -30,13 +31,16 @@ def labelled_recall(model, num_scenes=12, seed=0) -> float:
 
 
 def test_demo_model_detects_and_labels_generated_shapes():
-    model, class_names = load_demo_model()
-    assert len(class_names) == model.config.num_classes
+    loaded = load_predictor("demo")
+    model = loaded.predictor.model
+    assert loaded.class_names == ["circle", "square", "triangle", "star", "ellipse", "hexagon"]
+    assert (loaded.predictor.min_size, loaded.predictor.max_size) == (model.config.min_size_test,
+                                                                      model.config.max_size_test)
     assert labelled_recall(model) >= MIN_RECALL
 
 
 def test_the_recall_check_fails_for_an_untrained_model():
     torch.manual_seed(0)
-    demo, _ = load_demo_model()
+    demo, _ = load_model(demo_weights_path())
     untrained = build_model(demo.config).eval()
     assert labelled_recall(untrained, num_scenes=3) < 0.2

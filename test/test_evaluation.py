@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from sparseinst_core.data.coco import CocoInstanceDataset
 from sparseinst_core.data.synthetic import generate_synthetic_dataset
-from sparseinst_core.evaluation import CocoMaskEvaluator
+from sparseinst_core.training.evaluation import CocoMaskEvaluator
 
 SUMMARY_KEYS = ("segm/AP", "segm/AP50", "segm/AP75", "segm/APs", "segm/APm", "segm/APl")
 

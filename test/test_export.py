@@ -1,16 +1,15 @@
 """ONNX export: static adaptive pooling, and ONNX Runtime reproducing PyTorch within 1e-4 relative."""
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
 
 from sparseinst_core import Predictor, build_model
-from sparseinst_core.export import (StaticAdaptiveAvgPool2d, adaptive_pool_matrix, export_onnx, main,
-                                    read_metadata)
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-from sparseinst_core.runtime import OnnxRuntimeBackend  # noqa: E402
+from sparseinst_core.inference.backends import OnnxRuntimeBackend
+from sparseinst_core.inference.export import StaticAdaptiveAvgPool2d, adaptive_pool_matrix, export_onnx
+from sparseinst_core.io.onnx_format import read_metadata
+from sparseinst_core.tools.export import main
 
 
 def relative_error(actual, expected):

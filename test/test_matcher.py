@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from sparseinst_core.matcher import HungarianMatcher
+from sparseinst_core.training.matcher import HungarianMatcher
 from set_prediction_cases import downsample, make_batch
 
 

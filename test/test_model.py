@@ -5,7 +5,7 @@ import torchvision
 
 from official_reference import official_layout
 from sparseinst_core import PRESETS, build_model
-from sparseinst_core.backbone import ResNet
+from sparseinst_core.model.backbone import ResNet
 
 OFFICIAL_OPTIONS = {
     "r50_base": dict(decoder="iam"), "r50_giam": {}, "r50_giam_soft": dict(decoder="giam_soft"),

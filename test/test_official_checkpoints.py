@@ -4,7 +4,7 @@ import torch
 
 from official_reference import official_forward, official_layout, random_official_state_dict
 from sparseinst_core import build_model, load_checkpoint, load_model
-from sparseinst_core.presets import PRESETS
+from sparseinst_core.model.presets import PRESETS
 
 OFFICIAL = {
     "r50_base": dict(depth=50, decoder="iam"),

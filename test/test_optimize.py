@@ -1,4 +1,6 @@
 """optimize_for_inference: every rewrite keeps the model's outputs up to float rounding."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sparseinst_core import Predictor, build_model
-from sparseinst_core.optimize import fold_batch_norm, fold_batch_norms, optimize_for_inference
+from sparseinst_core.inference.optimize import fold_batch_norm, fold_batch_norms, optimize_for_inference
 
 NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -38,6 +40,20 @@ def assert_outputs_close(actual, expected, rtol=1e-4):
         assert error <= rtol * scale, f"{key}: max error {error} vs scale {scale}"
 
 
+def assert_rounding_only(actual, expected, truth, slack=3.0):
+    """`actual` is as close to the float64 `truth` as the plain float32 model (`expected`) is, within `slack`.
+
+    Deformable convolutions sample features at learned offsets, so float32 rounding of a folded weight moves
+    the samples and the outputs by more than 1e-4 relative on some machines; a wrong fold moves them by
+    orders of magnitude more than the plain model's own rounding.
+    """
+    for key in ("pred_logits", "pred_scores", "pred_masks"):
+        scale = truth[key].abs().max()
+        own_error = (expected[key].double() - truth[key]).abs().max() / scale
+        error = (actual[key].double() - truth[key]).abs().max() / scale
+        assert error <= slack * own_error + 1e-5, f"{key}: error {error:.2e}, the plain model's own {own_error:.2e}"
+
+
 @pytest.mark.parametrize("name", ["r18_giam", "r50_giam", "r50vd_dcn_giam"])
 def test_folded_model_matches_plain_model(name):
     """BN (trainable and frozen) folded into plain, deep-stem, shortcut and deformable convs."""
@@ -47,7 +63,9 @@ def test_folded_model_matches_plain_model(name):
     with torch.inference_mode():
         expected = model(x)
         optimized = optimize_for_inference(model, channels_last=False)
-        assert_outputs_close(optimized(x), expected)
+        actual = optimized(x)
+        truth = copy.deepcopy(model).double()(x.double())
+    assert_rounding_only(actual, expected, truth)
     assert not any(isinstance(m, NORMS) for m in optimized.modules())          # every norm was folded
     assert all(torch.equal(v, reference_state[k]) for k, v in model.state_dict().items())  # input untouched
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparseinst_core.postprocess import postprocess, postprocess_reference, resize_masks_to_original
+from sparseinst_core.inference.postprocess import postprocess, postprocess_reference, resize_masks_to_original
 
 
 def decoder_outputs(padded_size, num_queries=100, num_classes=7, seed=0):

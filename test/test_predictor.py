@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sparseinst_core import Predictor, build_model
-from sparseinst_core.predictor import resized_shape
-from sparseinst_core.presets import ModelConfig
+from sparseinst_core.model import resized_shape
+from sparseinst_core.model.presets import ModelConfig
 
 NEG, POS = -8.0, 8.0
 

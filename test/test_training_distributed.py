@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparseinst_core import build_model
-from sparseinst_core.checkpoint import read_checkpoint
+from sparseinst_core.io.checkpoint import read_checkpoint
 from training_fixtures import TRAIN_SCRIPT, make_fixed_count_dataset, run_script, train_args, train_losses
 
 pytestmark = pytest.mark.timeout(240)

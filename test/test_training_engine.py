@@ -1,4 +1,4 @@
-"""Unit tests of the training-loop pieces in sparseinst_core.engine."""
+"""Unit tests of the training-loop pieces: sparseinst_core.training.engine and .optimizer."""
 from __future__ import annotations
 
 import io
@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from sparseinst_core import build_model
-from sparseinst_core.criterion import SparseInstCriterion
-from sparseinst_core.engine import (
-    NonFiniteLossError, PadWithPixelMean, SeededItems, TrainBatchSampler, build_optimizer, build_scheduler,
-    capture_rng_state, default_schedule, lr_multiplier, restore_rng_state, train_one_step,
+from sparseinst_core.training.criterion import SparseInstCriterion
+from sparseinst_core.training.engine import (
+    NonFiniteLossError, PadWithPixelMean, SeededItems, TrainBatchSampler, capture_rng_state, restore_rng_state,
+    train_one_step,
 )
+from sparseinst_core.training.optimizer import build_optimizer, build_scheduler, default_schedule, lr_multiplier
 
 
 def tiny_model():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sparseinst_core import load_checkpoint, load_model
-from sparseinst_core.checkpoint import read_checkpoint
+from sparseinst_core.io.checkpoint import read_checkpoint
 from training_fixtures import (
     EVALUATE_SCRIPT, TRAIN_SCRIPT, make_dataset, read_jsonl, run_script, script_env, train_args, train_losses,
 )

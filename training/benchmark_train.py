@@ -15,12 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from sparseinst_core.data.synthetic import DEMO_STYLE, generate_synthetic_dataset
+from sparseinst_core.training.metrics_log import read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))   # run from a source checkout too
-
-from sparseinst_core.data.synthetic import DEMO_STYLE, generate_synthetic_dataset  # noqa: E402
-from sparseinst_core.training_log import read_metrics  # noqa: E402
-
 DEMO_MODEL = REPO / "sparseinst_core" / "assets" / "demo_r18_synthetic.safetensors"
 TARGET_AP50 = 0.7
 TIME_LIMIT_S = 30 * 60

@@ -3,9 +3,11 @@
     python training/evaluate.py --preset P --weights W --val-json J --val-images DIR [--output-dir OUT]
     torchrun --nproc_per_node 4 training/evaluate.py ...   (images split over the processes)
 
-Images go through the Predictor's procedure (shorter side --input-size, longer side <= --max-size, padding
-with the pixel mean, official post-processing). Writes OUT/metrics.json ("segm/AP", "segm/AP50", ...
-as fractions) and OUT/coco_instances_results.json, and prints the COCO AP table.
+Images go through the same `Predictor` the ROS node runs (resize of the shorter side to --input-size,
+default the size recorded in the checkpoint, longer side <= --max-size, padding with the pixel mean, the
+optimised backend and the fast post-processing), so the AP reported is the AP of what the robot runs.
+Writes OUT/metrics.json ("segm/AP", "segm/AP50", ... as fractions) and OUT/coco_instances_results.json,
+and prints the COCO AP table.
 """
 from __future__ import annotations
 
@@ -15,18 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
-
-from torch.utils.data import DataLoader  # noqa: E402
-
-from sparseinst_core.checkpoint import load_model  # noqa: E402
-from sparseinst_core.data.coco import CocoInstanceDataset  # noqa: E402
-from sparseinst_core.data.transforms import TEST_MAX_SIZE, TEST_MIN_SIZE, build_test_transforms  # noqa: E402
-from sparseinst_core.distributed import cleanup_distributed, init_distributed, setup_logger  # noqa: E402
-from sparseinst_core.engine import (  # noqa: E402
-    EVAL_MASK_THRESHOLD, EVAL_SCORE_THRESHOLD, PadWithPixelMean, RankShard, evaluate, ignore_interrupts_in_worker,
-)
-from sparseinst_core.evaluation import CocoMaskEvaluator  # noqa: E402
+from sparseinst_core import Predictor, load_model
+from sparseinst_core.data.coco import CocoImages, CocoInstanceDataset
+from sparseinst_core.inference.defaults import EVAL_SCORE_THRESHOLD, MASK_THRESHOLD
+from sparseinst_core.training.distributed import cleanup_distributed, init_distributed, setup_logger
+from sparseinst_core.training.evaluation import CocoMaskEvaluator, evaluate_predictor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,18 +33,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-images", required=True, type=Path, help="folder of the images")
     parser.add_argument("--output-dir", type=Path,
                         help="where metrics.json goes (default: outputs/evaluate_<weights name>)")
-    parser.add_argument("--input-size", type=int, default=TEST_MIN_SIZE, help="shorter side at test time (640)")
-    parser.add_argument("--max-size", type=int, default=TEST_MAX_SIZE, help="cap on the longer side (853)")
+    parser.add_argument("--input-size", type=int, default=0,
+                        help="shorter side at test time (default: the checkpoint's own, 640 for official ones)")
+    parser.add_argument("--max-size", type=int, default=0,
+                        help="cap on the longer side (default: the checkpoint's own, 853 for official ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none", help="mixed-precision inference")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass and process")
+    parser.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none",
+                        help="inference precision: none (fp32), fp16 (CUDA) or bf16")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per forward pass and process (more than 1 pads images to a common size, "
+                             "which the node never does)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     parser.add_argument("--score-threshold", type=float, default=EVAL_SCORE_THRESHOLD,
                         help="keep instances above this score (official evaluation: 0.005)")
-    parser.add_argument("--mask-threshold", type=float, default=EVAL_MASK_THRESHOLD, help="mask binarisation (0.45)")
+    parser.add_argument("--mask-threshold", type=float, default=MASK_THRESHOLD, help="mask binarisation (0.45)")
     args = parser.parse_args(argv)
-    if args.input_size <= 0 or args.max_size < args.input_size or args.batch_size <= 0 or args.workers < 0:
-        parser.error("need 0 < --input-size <= --max-size, --batch-size > 0 and --workers >= 0")
+    if (args.input_size < 0 or args.max_size < 0 or (args.input_size and args.max_size and args.max_size < args.input_size)
+            or args.batch_size <= 0 or args.workers < 0):
+        parser.error("need 0 < --input-size <= --max-size (0: the checkpoint's), --batch-size > 0 and --workers >= 0")
     if args.output_dir is None:
         args.output_dir = Path("outputs") / f"evaluate_{args.weights.stem}"
     return args
@@ -71,25 +72,27 @@ def label_mapping(report_metadata: dict, dataset: CocoInstanceDataset, num_class
 
 
 def run(args, ctx, logger) -> int:
-    dataset = CocoInstanceDataset(args.val_json, args.val_images, build_test_transforms(args.input_size, args.max_size))
+    dataset = CocoInstanceDataset(args.val_json, args.val_images)
     dataset.check_image_files("evaluation set")
     model, report = load_model(args.weights, preset=args.preset)
-    model.to(ctx.device)
     mapping = label_mapping(report.metadata, dataset, model.num_classes)
+    min_size = args.input_size or model.config.min_size_test
+    max_size = args.max_size or max(model.config.max_size_test, min_size)
+    predictor = Predictor(model.eval(), min_size=min_size, max_size=max_size, score_threshold=args.score_threshold,
+                          mask_threshold=args.mask_threshold, device=ctx.device,
+                          precision="fp32" if args.amp == "none" else args.amp)
     logger.info(f"evaluating {args.weights} ({report.layout} layout, {model.num_classes} classes) on "
-                f"{len(dataset)} images at {args.input_size}/{args.max_size}, {ctx.world_size} process(es)")
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=RankShard(len(dataset)),
-                        collate_fn=PadWithPixelMean(model.config.pixel_mean), num_workers=args.workers,
-                        pin_memory=ctx.device.type == "cuda", worker_init_fn=ignore_interrupts_in_worker)
+                f"{len(dataset)} images at {min_size}/{max_size} through the predictor ({predictor.backend.name}, "
+                f"{predictor.precision} on {predictor.device}), {ctx.world_size} process(es)")
     evaluator = CocoMaskEvaluator(dataset.coco, mapping)
-    metrics = evaluate(model, loader, evaluator, device=ctx.device, amp=args.amp,
-                       score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
-                       output_dir=args.output_dir if ctx.is_main else None, progress=ctx.is_main)
+    metrics = evaluate_predictor(predictor, CocoImages(dataset), evaluator, batch_size=args.batch_size,
+                                 workers=args.workers, output_dir=args.output_dir if ctx.is_main else None,
+                                 progress=ctx.is_main)
     if ctx.is_main:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         path = args.output_dir / "metrics.json"
-        path.write_text(json.dumps({**metrics, "weights": str(args.weights), "input_size": args.input_size,
-                                    "max_size": args.max_size}, indent=2))
+        path.write_text(json.dumps({**metrics, "weights": str(args.weights), "input_size": min_size,
+                                    "max_size": max_size}, indent=2))
         logger.info(f"mask AP {metrics['segm/AP']}, AP50 {metrics['segm/AP50']} (fractions); wrote {path}")
     return 0
 

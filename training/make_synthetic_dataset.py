@@ -10,9 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
-
-from sparseinst_core.data.synthetic import SHAPE_SIZES, SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
+from sparseinst_core.data.synthetic import SHAPE_SIZES, SYNTHETIC_CLASSES, generate_synthetic_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,29 +22,26 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a source checkout too
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from sparseinst_core import build_model, get_preset, load_checkpoint, save_checkpoint  # noqa: E402
-from sparseinst_core.criterion import SparseInstCriterion  # noqa: E402
-from sparseinst_core.data.coco import CocoInstanceDataset  # noqa: E402
-from sparseinst_core.data.transforms import (  # noqa: E402
-    CROP_PROBABILITY, TEST_MAX_SIZE, TRAIN_MIN_SIZES, build_test_transforms, build_train_transforms,
-)
-from sparseinst_core.distributed import (  # noqa: E402
+from sparseinst_core import Predictor, build_model, get_preset, load_checkpoint, save_checkpoint
+from sparseinst_core.data.coco import CocoImages, CocoInstanceDataset
+from sparseinst_core.data.transforms import CROP_PROBABILITY, TRAIN_MAX_SIZE, TRAIN_MIN_SIZES, build_train_transforms
+from sparseinst_core.inference.defaults import EVAL_SCORE_THRESHOLD, MASK_THRESHOLD
+from sparseinst_core.training import SparseInstCriterion
+from sparseinst_core.training.distributed import (
     any_across_ranks, cleanup_distributed, gather_objects, init_distributed, mean_across_ranks, setup_logger,
 )
-from sparseinst_core.engine import (  # noqa: E402
-    NonFiniteLossError, PadWithPixelMean, RankShard, SeededItems, TrainBatchSampler, build_optimizer,
-    build_scheduler, default_schedule, evaluate, ignore_interrupts_in_worker, load_training_state,
-    loader_iterator, move_targets, save_training_checkpoint, train_one_step,
+from sparseinst_core.training.engine import (
+    NonFiniteLossError, PadWithPixelMean, SeededItems, TrainBatchSampler, ignore_interrupts_in_worker,
+    load_training_state, loader_iterator, move_targets, save_training_checkpoint, train_one_step,
 )
-from sparseinst_core.evaluation import CocoMaskEvaluator  # noqa: E402
-from sparseinst_core.training_log import CURVES_PNG, METRICS_JSONL, MetricsLog, plot_curves  # noqa: E402
+from sparseinst_core.training.evaluation import CocoMaskEvaluator, evaluate_predictor
+from sparseinst_core.training.metrics_log import CURVES_PNG, METRICS_JSONL, MetricsLog, plot_curves
+from sparseinst_core.training.optimizer import build_optimizer, build_scheduler, default_schedule
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 FINAL_MODEL = "model_final.pth"
@@ -86,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input-sizes", type=int_list, default=list(TRAIN_MIN_SIZES),
                         help="comma-separated shorter-side sizes sampled in training; the largest is used "
                              "for evaluation (default: official 416..640)")
-    parser.add_argument("--max-size", type=int, default=TEST_MAX_SIZE, help="cap on the longer side (853)")
+    parser.add_argument("--max-size", type=int, default=TRAIN_MAX_SIZE, help="cap on the longer side (853)")
     parser.add_argument("--weights", type=Path,
                         help="initial weights (official .pth or ours); the class head is re-initialised "
                              "when the class count differs")
@@ -148,8 +145,7 @@ class StopSignal:
 def build_datasets(args):
     train_set = CocoInstanceDataset(args.train_json, args.train_images, build_train_transforms(
         args.input_sizes, args.max_size, crop_probability=args.crop_probability))
-    val_set = CocoInstanceDataset(args.val_json, args.val_images,
-                                  build_test_transforms(max(args.input_sizes), args.max_size))
+    val_set = CocoInstanceDataset(args.val_json, args.val_images)
     train_set.check_image_files("training set")
     val_set.check_image_files("validation set")
     if len(train_set) == 0:
@@ -234,9 +230,7 @@ class Trainer:
             SeededItems(train_set), collate_fn=collate, num_workers=args.workers, pin_memory=pin,
             batch_sampler=TrainBatchSampler(len(train_set), per_rank_batch, args.seed, self.start_iter),
             worker_init_fn=ignore_interrupts_in_worker)
-        self.val_loader = DataLoader(
-            val_set, batch_size=args.eval_batch_size or per_rank_batch, sampler=RankShard(len(val_set)),
-            collate_fn=collate, num_workers=args.workers, pin_memory=pin, worker_init_fn=ignore_interrupts_in_worker)
+        self.val_images = CocoImages(val_set)
         self.evaluator = CocoMaskEvaluator(val_set.coco, self.label_to_category_id)
         self.log = self.progress = None
 
@@ -245,9 +239,16 @@ class Trainer:
                                  iteration, self.class_names, train_args=_jsonable(vars(self.args)))
 
     def evaluate(self, iteration: int) -> dict:
-        metrics = evaluate(self.network, self.val_loader, self.evaluator, device=self.ctx.device, amp=self.args.amp,
-                           memory_format=self.memory_format,
-                           output_dir=self.args.output_dir / "inference" if self.ctx.is_main else None)
+        """Mask AP of the current weights through the predictor, at the size recorded for the model."""
+        was_training = self.model.training
+        config = self.model.config
+        predictor = Predictor(self.model, min_size=config.min_size_test, max_size=config.max_size_test,
+                              score_threshold=EVAL_SCORE_THRESHOLD, mask_threshold=MASK_THRESHOLD,
+                              device=self.ctx.device, precision="fp32" if self.args.amp == "none" else self.args.amp)
+        metrics = evaluate_predictor(predictor, self.val_images, self.evaluator,
+                                     batch_size=self.args.eval_batch_size or 1, workers=self.args.workers,
+                                     output_dir=self.args.output_dir / "inference" if self.ctx.is_main else None)
+        self.model.train(was_training)
         if self.log is not None:
             self.log.write(iteration, prefix="val/", **metrics)
         self.logger.info(f"iteration {iteration}: mask AP {_percent(metrics['segm/AP'])}, "
@@ -264,8 +265,6 @@ class Trainer:
                                  dynamic_ncols=True, smoothing=0.1, file=sys.stdout)
         try:
             finished = self.loop(stop)
-            if self.progress is not None:
-                self.progress.close()
             if not finished:
                 name = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
                 self.logger.warning(f"stopped by {name}; {self.last_path} written, continue with --resume")

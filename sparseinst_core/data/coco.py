@@ -20,7 +20,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from sparseinst_core.data.transforms import remove_empty_instances
+from ..model import padded_shape
+from .transforms import remove_empty_instances
 
 Transforms = Callable[[tv_tensors.Image, dict], tuple[torch.Tensor, dict]]
 
@@ -94,6 +95,21 @@ class CocoInstanceDataset(Dataset):
             raise ValueError(f"image file {path} is {image.shape[0]}x{image.shape[1]} but "
                              f"{self.annotation_file} says {info['height']}x{info['width']}")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class CocoImages(Dataset):
+    """The images of a `CocoInstanceDataset` as (image id, uint8 (H, W, 3) RGB) items, for evaluation
+    through the predictor: decoded (in loader workers), not resized."""
+
+    def __init__(self, dataset: CocoInstanceDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        image_id = self.dataset.image_ids[index]
+        return int(image_id), self.dataset.read_image(image_id)
 
 
 def load_coco_annotations(annotation_file: str | os.PathLike) -> COCO:
@@ -184,10 +200,8 @@ def collate_batch(batch: list[tuple[torch.Tensor, dict]], size_divisibility: int
     the official implementation pads the normalised image with zeros."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    max_height = max(image.shape[-2] for image, _ in batch)
-    max_width = max(image.shape[-1] for image, _ in batch)
-    padded_height = -(-max_height // size_divisibility) * size_divisibility
-    padded_width = -(-max_width // size_divisibility) * size_divisibility
+    padded_height, padded_width = padded_shape(max(image.shape[-2] for image, _ in batch),
+                                               max(image.shape[-1] for image, _ in batch), size_divisibility)
     images = batch[0][0].new_empty((len(batch), 3, padded_height, padded_width))   # [B, 3, Hp, Wp]
     images[:] = torch.as_tensor(pad_value, dtype=images.dtype).reshape(-1, 1, 1)
     targets = []

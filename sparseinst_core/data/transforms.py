@@ -1,29 +1,34 @@
 """Training and test transforms on (image, target) pairs, built from torchvision.transforms.v2.
 
+Training only: evaluation and inference resize through the predictor (`inference.preprocess`), and the
+sizes of both come from one rule (`model.input_size.resized_shape`).
+
 The image is a tv_tensors.Image (3, H, W) uint8 RGB and target["masks"] a tv_tensors.Mask (K, H, W) bool,
 so every geometric transform moves image and masks together; other target entries pass through.
 The training recipe follows the official SparseInst dataset mapper: horizontal flip; for half of the
 images a resize of the shorter side to one of 400/500/600 followed by a random crop of absolute size
 [384, 600] x [384, 600]; then a multi-scale resize of the shorter side with a cap on the longer side.
-Both pipelines end by converting the image to float32 (values kept in 0..255); instances whose mask
+The pipeline ends by converting the image to float32 (values kept in 0..255); instances whose mask
 became empty are dropped afterwards with remove_empty_instances.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..model import TEST_MAX_SIZE, resized_shape
+
 TRAIN_MIN_SIZES = (416, 448, 480, 512, 544, 576, 608, 640)
-TRAIN_MAX_SIZE = 853
+TRAIN_MAX_SIZE = TEST_MAX_SIZE
 CROP_PRE_RESIZE_SIZES = (400, 500, 600)
 CROP_SIZE_RANGE = (384, 600)
 CROP_PROBABILITY = 0.5
-TEST_MIN_SIZE = 640
-TEST_MAX_SIZE = 853
 
 
 class RandomSizeCrop(v2.Transform):
@@ -65,10 +70,7 @@ class ResizeShortestEdge(v2.Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = _query_size(flat_inputs)
         min_size = self.min_sizes[_randint(0, len(self.min_sizes) - 1)]
-        scale = min_size / min(height, width)
-        if self.max_size is not None:
-            scale = min(scale, self.max_size / max(height, width))
-        return {"size": [int(height * scale + 0.5), int(width * scale + 0.5)]}
+        return {"size": list(resized_shape(height, width, min_size, self.max_size or math.inf))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
@@ -101,14 +103,6 @@ def build_train_transforms(min_sizes: Sequence[int] = TRAIN_MIN_SIZES, max_size:
         v2.RandomHorizontalFlip(p=0.5),
         v2.RandomApply([crop], p=crop_probability),
         ResizeShortestEdge(min_sizes, max_size),
-        v2.ToDtype(torch.float32, scale=False),
-    ])
-
-
-def build_test_transforms(min_size: int = TEST_MIN_SIZE, max_size: int = TEST_MAX_SIZE) -> v2.Compose:
-    """Resize of the shorter side to min_size with the longer side <= max_size, float32 conversion."""
-    return v2.Compose([
-        ResizeShortestEdge([min_size], max_size),
         v2.ToDtype(torch.float32, scale=False),
     ])
 

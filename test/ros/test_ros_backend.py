@@ -2,7 +2,7 @@
 import numpy as np
 from ros_harness import MIN_SIZE, scene_image
 
-from sparseinst_core.runtime import ExportOnDemandBackend
+from sparseinst_core.inference.backends import ExportOnDemandBackend
 from sparseinst_ros.node import load_predictor
 
 

@@ -1,10 +1,8 @@
-"""Training-loop pieces: optimiser, schedule, data order, one training step, checkpoints, evaluation.
+"""Training-loop pieces: data order, one training step, training checkpoints.
 
-The recipe is the official one (detectron2 configs of SparseInst): AdamW (lr 5e-5, weight decay 0.05, none
-on normalisation parameters), linear warm-up from 0.001 x lr, then x0.1 at 7/9 and 25/27 of the
-iterations. Everything that decides the trajectory of a run (weights, optimiser, schedule, grad scaler,
-RNG states and the data order) is either in the checkpoint or a pure function of (seed, iteration), so a
-resumed run continues exactly where the interrupted one stopped.
+Everything that decides the trajectory of a run (weights, optimiser, schedule, grad scaler, RNG states and
+the data order) is either in the checkpoint or a pure function of (seed, iteration), so a resumed run
+continues exactly where the interrupted one stopped.
 """
 from __future__ import annotations
 
@@ -20,69 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from .checkpoint import save_checkpoint
+from ..data.coco import collate_batch
+from ..io import save_checkpoint
 from .criterion import DEFAULT_WEIGHTS
-from .data.coco import collate_batch
 from .distributed import any_across_ranks, gather_objects, get_rank, get_world_size
-from .postprocess import postprocess_reference
 
-# Official schedule: 270k iterations, decays at 210k and 250k, 1000 warm-up iterations from 0.001 x lr.
-OFFICIAL_MAX_ITERS = 270_000
-OFFICIAL_STEPS = (210_000, 250_000)
-OFFICIAL_WARMUP_ITERS = 1000
-WARMUP_FACTOR = 0.001
-# Official test-time thresholds for evaluation (a low score threshold: AP integrates over all scores).
-EVAL_SCORE_THRESHOLD = 0.005
-EVAL_MASK_THRESHOLD = 0.45
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-# ----------------------------------------------------------------------------------------- optimiser
-def build_optimizer(model: nn.Module, lr: float = 5e-5, weight_decay: float = 0.05,
-                    backbone_multiplier: float = 1.0) -> torch.optim.AdamW:
-    """AdamW with no weight decay on normalisation parameters and `lr * backbone_multiplier` in the backbone."""
-    model = getattr(model, "module", model)
-    norm_params = {id(p) for module in model.modules()
-                   if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
-                   for p in module.parameters(recurse=False)}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            key = (name.startswith("backbone."), id(param) in norm_params)
-            groups.setdefault(key, []).append(param)
-    param_groups = [{"params": params, "lr": lr * (backbone_multiplier if in_backbone else 1.0),
-                     "weight_decay": 0.0 if is_norm else weight_decay}
-                    for (in_backbone, is_norm), params in sorted(groups.items())]
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
-
-
-def default_schedule(max_iters: int) -> tuple[int, tuple[int, int]]:
-    """(warm-up iterations, decay steps) of the official schedule scaled to `max_iters`."""
-    warmup = min(OFFICIAL_WARMUP_ITERS, max(1, round(max_iters * 0.05)))
-    steps = tuple(round(max_iters * step / OFFICIAL_MAX_ITERS) for step in OFFICIAL_STEPS)
-    return warmup, steps
-
-
-def lr_multiplier(iteration: int, warmup_iters: int, steps: Sequence[int], gamma: float = 0.1,
-                  warmup_factor: float = WARMUP_FACTOR) -> float:
-    """Factor on the base lr at 0-based `iteration`: linear warm-up, then x gamma at each step passed."""
-    factor = gamma ** sum(iteration >= step for step in steps)
-    if iteration < warmup_iters:
-        alpha = iteration / warmup_iters
-        factor *= warmup_factor * (1 - alpha) + alpha
-    return factor
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, max_iters: int, warmup_iters: int | None = None,
-                    steps: Sequence[int] | None = None, gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration warm-up + step decay (call `scheduler.step()` after every optimiser step)."""
-    default_warmup, default_steps = default_schedule(max_iters)
-    warmup_iters = default_warmup if warmup_iters is None else warmup_iters
-    steps = tuple(default_steps if steps is None else steps)
-    if warmup_iters < 0 or any(s < 0 for s in steps):
-        raise ValueError(f"warm-up iterations and steps must be >= 0, got {warmup_iters}, {steps}")
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_multiplier(it, warmup_iters, steps, gamma))
 
 
 # ---------------------------------------------------------------------------------------- data order
@@ -331,53 +272,3 @@ def load_training_state(path: str | Path, model: nn.Module, optimizer: torch.opt
     else:   # another process count: data order is still exact, per-process RNG streams cannot be
         restore_rng_state(rng_states[0])
     return state
-
-
-# ---------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, evaluator, *, device: torch.device, amp: str = "none",
-             memory_format: torch.memory_format = torch.contiguous_format,
-             score_threshold: float = EVAL_SCORE_THRESHOLD, mask_threshold: float = EVAL_MASK_THRESHOLD,
-             output_dir: str | Path | None = None, progress: bool = False) -> dict[str, float]:
-    """COCO mask AP of `model` on a loader of test-transformed batches (collective under DDP).
-
-    Each batch is images [B, 3, Hp, Wp] padded with the pixel mean and targets with "image_id",
-    "size" (resized h, w) and "orig_size"; predictions go through the Predictor's post-processing
-    (`postprocess_reference`) to the original resolution and into `evaluator` (a CocoMaskEvaluator).
-    """
-    network = getattr(model, "module", model)
-    was_training = network.training
-    network.eval()
-    evaluator.reset()
-    with loader_iterator(loader) as batches:
-        if progress:
-            from tqdm import tqdm
-            batches = tqdm(batches, total=len(loader), desc="evaluate", leave=False, dynamic_ncols=True)
-        for images, targets in batches:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            with autocast(device, amp):
-                outputs = network(images)
-            for index, target in enumerate(targets):
-                scores, labels, masks = postprocess_reference(
-                    outputs["pred_logits"][index], outputs["pred_scores"][index], outputs["pred_masks"][index],
-                    padded_size=images.shape[-2:], image_size=target["size"],
-                    original_size=target["orig_size"], score_threshold=score_threshold,
-                    mask_threshold=mask_threshold)
-                evaluator.update(target["image_id"], scores.cpu(), labels.cpu(), masks.cpu())
-    network.train(was_training)
-    metrics = evaluator.evaluate(output_dir)
-    return {name: (None if isinstance(value, float) and math.isnan(value) else value)
-            for name, value in metrics.items()}
-
-
-class RankShard(torch.utils.data.Sampler):
-    """Indices rank::world_size of a dataset, in order, without the repeats DistributedSampler pads with."""
-
-    def __init__(self, dataset_size: int):
-        self.indices = list(range(get_rank(), dataset_size, get_world_size()))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)

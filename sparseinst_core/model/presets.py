@@ -11,6 +11,10 @@ from dataclasses import dataclass
 # ImageNet statistics in RGB order on the 0..255 scale, as the official Base-SparseInst config uses.
 PIXEL_MEAN = (123.675, 116.280, 103.530)
 PIXEL_STD = (58.395, 57.120, 57.375)
+# Test-time input size of the official configs (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST): the one place it is
+# written; a checkpoint of this project records its own in its config.
+TEST_MIN_SIZE = 640
+TEST_MAX_SIZE = 853
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,9 @@ class ModelConfig:
     scale_factor: float = 2.0            # stride-8 decoder masks -> stride-4 outputs
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
-    # test-time input size of the official configs
-    min_size_test: int = 640
-    max_size_test: int = 853
+    # test-time input size (shorter side, cap on the longer side) the model was trained for
+    min_size_test: int = TEST_MIN_SIZE
+    max_size_test: int = TEST_MAX_SIZE
 
     def replace(self, **changes) -> "ModelConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

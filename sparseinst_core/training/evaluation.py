@@ -1,8 +1,12 @@
-"""COCO mask AP with pycocotools: collect predictions, write them as COCO results JSON, run COCOeval("segm").
+"""COCO mask AP of a predictor: run it on a dataset's images, score the results with pycocotools.
 
-Works in a single process and under torch.distributed: every rank calls update() for its images and then
-evaluate(); predictions are gathered with all_gather_object, rank 0 runs COCOeval, and all ranks return
-the same metrics. An image seen by several ranks (DistributedSampler pads with repeats) counts once.
+`evaluate_predictor` feeds the images to a `Predictor`, the very path the node runs (same resize, padding,
+backend and post-processing), so the AP it reports is the AP of what the robot runs.
+`CocoMaskEvaluator` collects the predictions, writes them as COCO results JSON and runs COCOeval("segm").
+
+Works in a single process and under torch.distributed: every rank predicts its shard of the images and
+calls evaluate(); predictions are gathered with all_gather_object, rank 0 runs COCOeval, and all ranks
+return the same metrics. An image seen by several ranks counts once.
 """
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sparseinst_core.data.coco import load_coco_annotations
+from ..data.coco import CocoImages, load_coco_annotations
+from ..inference import Predictor
+from .distributed import get_rank, get_world_size
+from .engine import ignore_interrupts_in_worker, loader_iterator
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")   # the first six COCOeval.stats entries
 RESULTS_FILE_NAME = "coco_instances_results.json"
@@ -162,3 +169,42 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
 
 def _undefined_to_nan(value: float) -> float:
     return math.nan if value < 0 else float(value)   # COCOeval marks undefined entries with -1
+
+
+class RankShard(torch.utils.data.Sampler):
+    """Indices rank::world_size of a dataset, in order, without the repeats DistributedSampler pads with."""
+
+    def __init__(self, dataset_size: int):
+        self.indices = list(range(get_rank(), dataset_size, get_world_size()))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def evaluate_predictor(predictor: Predictor, images: CocoImages, evaluator: CocoMaskEvaluator, *,
+                       batch_size: int = 1, workers: int = 0, output_dir: str | os.PathLike | None = None,
+                       progress: bool = False) -> dict[str, float | None]:
+    """COCO mask AP of `predictor` on `images` (collective under DDP: each rank predicts its shard).
+
+    Images are decoded by `workers` loader processes and given to the predictor `batch_size` at a time
+    (more than one pads them to a common size, which a camera stream never sees: 1 reproduces the node).
+    Metrics that COCO leaves undefined are None.
+    """
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=RankShard(len(images)),
+                                         collate_fn=list, num_workers=workers,
+                                         worker_init_fn=ignore_interrupts_in_worker)
+    evaluator.reset()
+    with loader_iterator(loader) as batches:
+        if progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, total=len(loader), desc="evaluate", leave=False, dynamic_ncols=True)
+        for batch in batches:
+            image_ids, arrays = zip(*batch)
+            for image_id, result in zip(image_ids, predictor(list(arrays))):
+                evaluator.update(image_id, result.scores, result.labels, result.masks)
+    metrics = evaluator.evaluate(output_dir)
+    return {name: (None if isinstance(value, float) and math.isnan(value) else value)
+            for name, value in metrics.items()}

@@ -1,11 +1,10 @@
 """Predictor: numpy RGB images in, instances at the image's own resolution out.
 
-Follows the official test-time procedure: resize the shorter side to `min_size` (longer side at most
-`max_size`, PIL bilinear as detectron2 does), pad to a multiple of 32 with the pixel mean (the official
-model pads the *normalised* image with zeros), run the network, post-process, sort by score.
+Follows the official test-time procedure (`preprocess`): resize the shorter side, pad to a multiple of
+32 with the pixel mean, run the network, post-process, sort by score.
 
-The network runs on a backend (`sparseinst_core.runtime`): PyTorch, optimised by default, or ONNX
-Runtime; post-processing is the fast single-resize procedure by default, the official two-step one with
+The network runs on a backend (`backends`): PyTorch, optimised by default, or ONNX Runtime;
+post-processing is the fast single-resize procedure by default, the official two-step one with
 `postprocess="reference"`.
 """
 from __future__ import annotations
@@ -15,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .model import SIZE_DIVISIBILITY, SparseInst
+from ..model import TEST_MAX_SIZE, TEST_MIN_SIZE, SparseInst, padded_shape
+from .backends import create_backend
+from .defaults import MASK_THRESHOLD, SCORE_THRESHOLD
 from .postprocess import postprocess as postprocess_fast
 from .postprocess import postprocess_reference
-from .runtime import create_backend
+from .preprocess import pad_batch, resize_image, validate_image
 
 POSTPROCESSORS = {"fast": postprocess_fast, "reference": postprocess_reference}
 
@@ -48,39 +48,6 @@ class Instances:
         return boxes
 
 
-def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """Shorter side to `min_size`, longer side capped at `max_size`, aspect kept (detectron2's rounding)."""
-    scale = min_size / min(height, width)
-    new_h, new_w = (min_size, scale * width) if height < width else (scale * height, min_size)
-    if max(new_h, new_w) > max_size:
-        scale = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
-
-
-def padded_shape(height: int, width: int, divisor: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
-    return -(-height // divisor) * divisor, -(-width // divisor) * divisor
-
-
-def validate_image(image) -> np.ndarray:
-    """The predictor's input contract: uint8 numpy (H, W, 3) RGB with H, W > 0."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got dtype {image.dtype}; scale to 0..255 and convert")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        raise ValueError(f"expected an RGB image (H, W, 3), got a grey image of shape {image.shape}; "
-                         "convert it, e.g. cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        raise ValueError(f"expected an RGB image (H, W, 3), got 4 channels {image.shape}; drop alpha, "
-                         "e.g. cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image has zero size: {image.shape}")
-    return image
-
-
 class Predictor:
     """Runs a SparseInst model on numpy images.
 
@@ -98,8 +65,8 @@ class Predictor:
     onnxruntime or its GPU provider is missing). device "auto" falls back from CUDA to the CPU.
     """
 
-    def __init__(self, model: torch.nn.Module | None, min_size: int = 640, max_size: int = 853,
-                 score_threshold: float = 0.3, mask_threshold: float = 0.45,
+    def __init__(self, model: torch.nn.Module | None, min_size: int = TEST_MIN_SIZE, max_size: int = TEST_MAX_SIZE,
+                 score_threshold: float = SCORE_THRESHOLD, mask_threshold: float = MASK_THRESHOLD,
                  device: str | torch.device | None = "auto", precision: str = "fp32", *,
                  backend: str = "torch", optimize: bool = True, postprocess: str = "fast",
                  onnx_path: str | Path | None = None, input_size: tuple[int, int] | None = None,
@@ -125,8 +92,8 @@ class Predictor:
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, min_size: int = 640, max_size: int = 853, score_threshold: float = 0.3,
-                  mask_threshold: float = 0.45, device: str | torch.device | None = "auto", precision: str = "fp32",
+    def from_onnx(cls, path: str | Path, min_size: int = TEST_MIN_SIZE, max_size: int = TEST_MAX_SIZE,
+                  score_threshold: float = SCORE_THRESHOLD, mask_threshold: float = MASK_THRESHOLD, device: str | torch.device | None = "auto", precision: str = "fp32",
                   **options) -> "Predictor":
         """A predictor on an exported ONNX file alone (`sparseinst_core.export`), run by ONNX Runtime."""
         if not Path(path).is_file():
@@ -135,31 +102,12 @@ class Predictor:
                    backend="onnxruntime", onnx_path=path, **options)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 (H, W, 3) -> float32 (3, h, w) resized as detectron2's ResizeShortestEdge (PIL bilinear)."""
-        height, width = image.shape[:2]
-        new_h, new_w = resized_shape(height, width, self.min_size, self.max_size)
-        if (new_h, new_w) != (height, width):
-            image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-        # np.require copies only read-only or strided inputs (torch cannot wrap those safely).
-        return torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1).float()
+        """uint8 (H, W, 3) -> float32 (3, h, w) resized to this predictor's input size."""
+        return resize_image(image, self.min_size, self.max_size)
 
     def batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Pad to a common size, a multiple of 32 (or the backend's fixed size), with the pixel mean."""
-        height = max(t.shape[1] for t in tensors)
-        width = max(t.shape[2] for t in tensors)
-        if self.backend.input_size is not None:
-            fixed_h, fixed_w = self.backend.input_size
-            if height > fixed_h or width > fixed_w:
-                raise ValueError(f"an image resized to {height}x{width} does not fit the backend's fixed input "
-                                 f"{fixed_h}x{fixed_w}; export the model for a larger size (e.g. the padded "
-                                 f"max_size x max_size for portrait images) or lower min_size/max_size")
-            height, width = fixed_h, fixed_w
-        else:
-            height, width = padded_shape(height, width)
-        batch = self.pixel_mean.expand(len(tensors), 3, height, width).clone()
-        for slot, tensor in zip(batch, tensors):
-            slot[:, :tensor.shape[1], :tensor.shape[2]] = tensor
-        return batch
+        return pad_batch(tensors, self.pixel_mean, self.backend.input_size)
 
     @torch.inference_mode()
     def __call__(self, images):

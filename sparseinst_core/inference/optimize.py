@@ -8,11 +8,9 @@
   use tensor-core kernels on the GPU.
 - Reduced precision: the whole network cast to bf16 (CPU) or fp16 (CUDA), with the input normalised and
   the outputs returned in fp32, or autocast (`precision_context`).
-- Optionally `torch.compile`.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -21,30 +19,11 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .backbone import ResNet
+from ..model.backbone import ResNet
+from .device import check_precision
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _CONVS = (nn.Conv2d, DeformConv2d)
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
-
-
-def check_precision(device: torch.device, precision: str) -> torch.dtype:
-    """The dtype for `precision` on `device`, or a ValueError naming a combination that cannot run."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device; on the CPU use bf16")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU does not support bf16; use fp16")
-    return PRECISIONS[precision]
-
-
-def precision_context(device: torch.device, precision: str):
-    """Autocast to `precision` on `device` (a no-op for fp32)."""
-    dtype = check_precision(device, precision)
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -125,12 +104,12 @@ class ReducedPrecisionModel(nn.Module):
 
 
 def optimize_for_inference(model: nn.Module, channels_last: bool = True, precision: str = "fp32",
-                           compile: bool = False, device: str | torch.device | None = None) -> nn.Module:
+                           device: str | torch.device | None = None) -> nn.Module:
     """A new, inference-only module with the same outputs as `model` up to float rounding.
 
     `model` is left untouched. Batch norms are folded, parameters frozen, weights stored channels-last
     (`channels_last=True`), the network cast to `precision` ("fp32", "bf16" on CPU or CUDA, "fp16" on
-    CUDA) and optionally wrapped in `torch.compile`. The result still exposes `backbone`, `encoder`,
+    CUDA). The result still exposes `backbone`, `encoder`,
     `decoder` and `config`, so stage-wise timing works on it.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -142,6 +121,4 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True, precisi
         optimized = optimized.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         optimized = ReducedPrecisionModel(optimized, dtype)
-    if compile:
-        optimized = torch.compile(optimized, dynamic=False)
     return optimized

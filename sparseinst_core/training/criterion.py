@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from sparseinst_core.matcher import HungarianMatcher, MatchIndices, resize_target_masks
+from .matcher import HungarianMatcher, MatchIndices, resize_target_masks
 
 # Loss weights of the released config (MODEL.SPARSE_INST.LOSS); the paper text gives 2.0 for the pixel term.
 DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 2.0, "loss_objectness": 1.0}

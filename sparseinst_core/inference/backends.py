@@ -15,24 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .optimize import check_precision, optimize_for_inference, precision_context
-
-BACKENDS = ("torch", "onnxruntime")
+from ..io.onnx_format import OUTPUT_NAMES, read_metadata
+from .defaults import BACKENDS
+from .device import check_precision, precision_context, resolve_device
+from .export import export_onnx
+from .optimize import optimize_for_inference
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = PROVIDER_PREFERENCE[:2]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' (or None) picks CUDA when available, else the CPU; 'cuda' without a GPU is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available to PyTorch; "
-                           "use device='auto' to fall back to the CPU")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device}; expected 'cpu', 'cuda' or 'auto'")
-    return device
 
 
 class TorchBackend:
@@ -43,14 +32,13 @@ class TorchBackend:
     batch_size = None
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = "auto",
-                 precision: str = "fp32", optimize: bool = True, compile: bool = False):
+                 precision: str = "fp32", optimize: bool = True):
         self.device = resolve_device(device)
         check_precision(self.device, precision)
         self.precision = precision
         self.config = model.config
         if optimize:   # a copy on the device: the caller's model stays where it is (no second copy on a GPU)
-            self.model = optimize_for_inference(model.eval(), precision=precision, compile=compile,
-                                                device=self.device)
+            self.model = optimize_for_inference(model.eval(), precision=precision, device=self.device)
             self.autocast = False
         else:  # the plain model, reduced precision through autocast
             self.model = model.to(self.device).eval()
@@ -100,13 +88,11 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str | torch.device | None = "auto", precision: str = "fp32",
-                 threads: int | None = None, spinning: bool = False):
+                 spinning: bool = False):
         ort = import_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX file at {path}; export one with `python -m sparseinst_core.export`")
-        from .export import OUTPUT_NAMES, read_metadata  # lazily: `python -m sparseinst_core.export` runs it
-
         metadata = read_metadata(path)
         self.output_names = list(OUTPUT_NAMES)
         self.input_size, self.batch_size = metadata["input_size"], metadata["batch_size"]
@@ -120,8 +106,6 @@ class OnnxRuntimeBackend:
         self.precision = precision
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
         # ONNX Runtime's idle threads spin for a while after each run; the predictor's post-processing runs
         # in torch right after it and would share the cores with them (measured on 2 cores, interleaved:
         # end-to-end 6-10% faster without spinning, for r50_giam and r18_giam at 640).
@@ -212,8 +196,6 @@ class ExportOnDemandBackend:
 
 def _export_for_session(model, onnx_path, input_size) -> Path:
     import tempfile
-
-    from .export import export_onnx
 
     if onnx_path is None:
         onnx_path = Path(tempfile.mkdtemp(prefix="sparseinst_onnx_")) / f"model_{input_size[0]}x{input_size[1]}.onnx"

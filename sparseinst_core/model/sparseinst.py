@@ -7,9 +7,8 @@ from torch import nn
 from .backbone import ResNet
 from .decoder import IAMDecoder
 from .encoder import InstanceContextEncoder
+from .input_size import SIZE_DIVISIBILITY
 from .presets import ModelConfig, get_preset
-
-SIZE_DIVISIBILITY = 32
 
 
 class SparseInst(nn.Module):

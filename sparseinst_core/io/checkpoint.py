@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .presets import ModelConfig
+from ..model import ModelConfig, SparseInst, build_model
 
 FORMAT_TAG = "sparseinst_core/1"
 logger = logging.getLogger(__name__)
@@ -132,6 +132,12 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_h
     class head is re-initialised (as in a new model), listed in `LoadReport.reinitialised` and logged.
     """
     state_dict, metadata = read_checkpoint(path)
+    return _load_state_dict(model, state_dict, metadata, path, reinit_class_head)
+
+
+def _load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], metadata: dict, path,
+                     reinit_class_head: bool) -> LoadReport:
+    """`load_checkpoint` on a state dict already read from `path`."""
     target = model.state_dict()
     # Batch-norm step counters carry no weights; frozen and trainable BN checkpoints are interchangeable.
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
@@ -168,6 +174,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_h
         logger.warning(f"{path}: the class head was re-initialised for fine-tuning (the checkpoint has "
                        f"{skipped_classes} classes, the model {target[CLASS_HEAD_KEYS[1]].shape[0]}); not loaded: "
                        f"{', '.join(reinitialised)}")
+    metadata = dict(metadata)
     return LoadReport(str(path), metadata.pop("layout"), reinitialised, metadata)
 
 
@@ -216,8 +223,6 @@ def load_model(path: str | os.PathLike, preset: str | None = None, num_classes: 
     This project's checkpoints record their preset and config. Official ones do not: pass `preset`
     (e.g. "r50_giam"); the class count is read from the class head when not given.
     """
-    from .model import SparseInst, build_model
-
     state_dict, metadata = read_checkpoint(path)
     config = metadata.get("config")
     if config is not None and preset in (None, metadata.get("preset")):
@@ -230,4 +235,4 @@ def load_model(path: str | os.PathLike, preset: str | None = None, num_classes: 
         if num_classes is None and CLASS_HEAD_KEYS[1] in state_dict:
             num_classes = state_dict[CLASS_HEAD_KEYS[1]].shape[0]
         model = build_model(preset, num_classes=num_classes)
-    return model, load_checkpoint(model, path)
+    return model, _load_state_dict(model, state_dict, metadata, path, reinit_class_head=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .runtime import resolve_device
+from ..inference import resolve_device
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Commands on top of the library (benchmarks, demo, export); nothing imports them."""
