@@ -6,11 +6,14 @@ wrong shape is reported by name instead of being silently ignored.
 """
 from __future__ import annotations
 
+import _compat_pickle
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
-import pickle
+import pickletools
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model import ModelConfig, SparseInst, build_model
+from ..model import PRESETS, ModelConfig, SparseInst, build_model
 
 FORMAT_TAG = "sparseinst_core/1"
 logger = logging.getLogger(__name__)
@@ -66,54 +69,180 @@ class LoadReport:
     metadata: dict = field(default_factory=dict)  # preset, config, class_names, ... when recorded
 
 
+# What torch.save writes for tensors and plain containers. Once torch.load(weights_only=True) has refused a
+# file, a reference to anything else is what it refused: code that unpickling would have imported and run.
+_TENSOR_GLOBALS = frozenset({
+    "collections.OrderedDict", "torch.Size", "torch.device", "torch.serialization._get_layout",
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch._tensor._rebuild_from_type_v2", "_codecs.encode",
+    "builtins.set", "builtins.frozenset", "builtins.complex", "builtins.bytearray",
+})
+_DTYPE_NAMES = frozenset(str(value).removeprefix("torch.") for value in vars(torch).values()
+                         if isinstance(value, torch.dtype))
+_LEGACY_PICKLES = 5   # a pre-zip torch file: magic number, protocol, system info, data, storage keys
+_MARK = object()
+
+
+def _is_tensor_global(name: str) -> bool:
+    module, _, attribute = name.rpartition(".")
+    return name in _TENSOR_GLOBALS or (module == "torch" and (attribute.endswith("Storage")
+                                                               or attribute in _DTYPE_NAMES))
+
+
+def _code_references(path: Path) -> list[str]:
+    """Names of the functions and classes, other than tensor rebuilders, that the pickles of a torch file
+    refer to, in order of appearance. Opcodes are only parsed (`pickletools`): nothing is imported or run."""
+    references = []
+    with contextlib.suppress(OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    if name.endswith("data.pkl"):
+                        with archive.open(name) as stream:
+                            references += _pickle_references(stream, 1)
+        else:
+            with path.open("rb") as stream:
+                references += _pickle_references(stream, _LEGACY_PICKLES)
+    return [name for name in dict.fromkeys(references) if not _is_tensor_global(name)]
+
+
+def _pickle_references(stream, max_pickles: int) -> list[str]:
+    """The globals that the first `max_pickles` pickles of `stream` refer to (GLOBAL, INST, STACK_GLOBAL,
+    EXT*). The stack is simulated just enough to know the names STACK_GLOBAL takes from it; a pickle that
+    does not parse to its STOP (text, raw tensor bytes, damage) contributes nothing."""
+    references = []
+    for _ in range(max_pickles):
+        found, stack, memo, protocol = [], [], {}, 0
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name == "PROTO":
+                    protocol = arg
+                elif opcode.name in ("GLOBAL", "INST"):
+                    found.append(_python3_name(*arg.split(" ", 1), protocol))
+                elif opcode.name == "STACK_GLOBAL":
+                    module, name = stack[-2], stack[-1]
+                    found.append(_python3_name(module, name, protocol)
+                                 if isinstance(module, str) and isinstance(name, str)
+                                 else "a global whose name is computed")
+                elif opcode.name.startswith("EXT"):
+                    found.append(f"copyreg extension {arg}")
+                _simulate(opcode, arg, stack, memo)
+        except Exception:   # hostile bytes: any failure to parse ends the scan
+            break
+        references += found
+    return references
+
+
+def _python3_name(module: str, name: str, protocol: int) -> str:
+    """module.name as unpickling resolves it: protocols 0-2 use Python 2 names (__builtin__.eval, commands.Popen)."""
+    if protocol < 3:
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
+
+
+def _simulate(opcode, arg, stack: list, memo: dict) -> None:
+    """One opcode's effect on the unpickler's stack, keeping strings (module and attribute names) only."""
+    if opcode.name == "MEMOIZE":
+        memo[len(memo)] = stack[-1]
+        return
+    if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+        memo[arg] = stack[-1]
+        return
+    before = opcode.stack_before
+    if pickletools.markobject in before:
+        mark = max(i for i, value in enumerate(stack) if value is _MARK)
+        keep = mark - before.index(pickletools.markobject)
+    else:
+        keep = len(stack) - len(before)
+    if keep < 0:
+        raise ValueError("stack underflow")
+    del stack[keep:]
+    for item in opcode.stack_after:
+        if item is pickletools.markobject:
+            stack.append(_MARK)
+        elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg))
+        else:
+            stack.append(arg if isinstance(arg, str) and opcode.name not in ("GLOBAL", "INST") else None)
+
+
 def _read_file(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise ValueError(f"checkpoint path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"could not read checkpoint {path}: the file is empty")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            tensors = load_file(str(path))
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise ValueError(f"could not read safetensors checkpoint {path}: {error}") from error
-        metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
-        return {"model": tensors, **metadata, "format": meta.get("format", FORMAT_TAG)}
+        return _read_safetensors(path)
     if path.suffix == ".pkl":
         raise ValueError(f"{path}: .pkl files are pickled detectron2/Caffe2 backbone weights and cannot be "
                          "read safely; use the released SparseInst .pth files")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):  # the weights-only unpickler met a class or function
-            raise ValueError(f"{path} holds more than tensors and plain containers, and is refused so that "
-                             "loading cannot run code") from error
-        raise ValueError(f"could not read checkpoint {path}: the file is truncated or corrupt "
-                         f"(UnpicklingError)") from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise ValueError(f"could not read checkpoint {path}: the file is truncated or corrupt "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+    except Exception as error:   # hostile bytes make torch.load raise anything: KeyError, IndexError, ...
+        code = _code_references(path)
+        if code:
+            named = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+            raise ValueError(f"checkpoint {path} contains {'a reference' if len(code) == 1 else 'references'} "
+                             f"to {named}: refused, loading cannot run code") from error
+        raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as error:   # SafetensorError, OSError, ValueError, ... on a damaged file
+        raise ValueError(f"could not read checkpoint {path}: not a readable safetensors file ({error})") from error
+    metadata = {}
+    for key, text in header.items():
+        if key == "format":
+            continue
+        try:
+            metadata[key] = json.loads(text)
+        except ValueError:
+            raise ValueError(f"checkpoint {path}: metadata {key!r} is not JSON ({text[:40]!r})") from None
+    return {"model": tensors, **metadata, "format": header.get("format", FORMAT_TAG)}
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """The cause of a failed torch.load, in the words a user needs: empty, not a checkpoint, or damaged."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        with contextlib.suppress(zipfile.BadZipFile, OSError):
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                    return "a zip archive without data.pkl, not a PyTorch checkpoint"
+    if not head.startswith((b"PK", b"\x80")):   # torch.save writes a zip, or (legacy) a protocol-2 pickle
+        return f"not a PyTorch checkpoint (it begins with {head!r})"
+    first_line = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"the file is truncated or corrupt ({type(error).__name__}: {first_line})"
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Return (state dict in this model's names, metadata) from any supported file."""
+    """Return (state dict in this model's names, metadata) from any supported file.
+
+    Everything is checked before a model sees it: a ValueError names the file and what is wrong (not a
+    checkpoint, code in the pickle, entries that are not tensors, NaN/inf weights, metadata of the wrong
+    type or from a newer version).
+    """
     path = Path(path)
     content = _read_file(path)
     if not isinstance(content, dict):
-        raise ValueError(f"{path} does not hold a checkpoint dict (found {type(content).__name__})")
+        raise ValueError(f"checkpoint {path} does not hold a checkpoint dict (found {type(content).__name__})")
     state_dict = content.get("model", content)
     if not isinstance(state_dict, dict) or not state_dict:
-        raise ValueError(f"{path} has no state dict under 'model'")
-    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{path}: entries that are not tensors: {bad[:5]}")
+        raise ValueError(f"checkpoint {path} has no state dict under 'model'")
+    _check_tensors(path, state_dict)
     official = content.get("format") != FORMAT_TAG
-    metadata = {k: v for k, v in content.items()
-                if k in ("preset", "config", "class_names", "iteration", "label_to_category_id")}
+    metadata = {k: v for k, v in content.items() if k in METADATA_KEYS and v is not None}
+    _check_metadata(path, metadata)
     metadata["layout"] = "official" if official else "sparseinst_core"
     return convert_official_state_dict(state_dict), metadata
 
@@ -122,6 +251,89 @@ def _describe(keys, limit=8) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _check_tensors(path: Path, state_dict: dict) -> None:
+    """String keys, dense tensors, finite values: a NaN weight makes every prediction empty, silently."""
+    not_named = [repr(k) for k in state_dict if not isinstance(k, str)]
+    if not_named:
+        raise ValueError(f"checkpoint {path}: state dict keys that are not strings: {_describe(not_named)}")
+    not_tensors = [f"{k} ({type(v).__name__})" for k, v in state_dict.items()
+                   if not isinstance(v, torch.Tensor) or v.layout != torch.strided]
+    if not_tensors:
+        raise ValueError(f"checkpoint {path}: entries that are not tensors: {_describe(not_tensors)}")
+    non_finite = [k for k, v in state_dict.items()
+                  if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]
+    if non_finite:
+        raise ValueError(f"checkpoint {path} has non-finite weights (NaN or inf) in {_describe(non_finite)}: "
+                         "refused, the model would predict nothing")
+
+
+METADATA_KEYS = ("preset", "config", "class_names", "iteration", "label_to_category_id")
+
+
+def _check_metadata(path: Path, metadata: dict) -> None:
+    """Types of what this project records next to the weights; a newer version's preset or config is named."""
+    preset = metadata.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ValueError(f"checkpoint {path}: preset must be a preset name, got {preset!r:.40}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"checkpoint {path}: preset {preset!r} is not one this version knows "
+                         f"({', '.join(PRESETS)}); written by a newer version?")
+    if "config" in metadata:
+        _model_config(path, metadata["config"])
+    names = metadata.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"checkpoint {path}: class_names must be a list of strings, got {names!r:.80}")
+    ids = metadata.get("label_to_category_id")
+    if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
+        raise ValueError(f"checkpoint {path}: label_to_category_id must be a list of integers, got {ids!r:.80}")
+    if "iteration" in metadata and not _is_int(metadata["iteration"]):
+        raise ValueError(f"checkpoint {path}: iteration must be an integer, got {metadata['iteration']!r:.40}")
+
+
+def _model_config(path: str | os.PathLike, config: object) -> ModelConfig:
+    """The ModelConfig a checkpoint's recorded `config` (a dict, tuples as lists in JSON) describes.
+
+    Keys this version does not know mean a newer version wrote the file: refused by name rather than
+    guessed at. Values must have the type of the field's default (lists of the default's length for tuples).
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {path}: config must be a dict of model options, got {type(config).__name__}")
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    unknown = [str(k) for k in config if k not in defaults]
+    if unknown:
+        raise ValueError(f"checkpoint {path}: config keys this version does not know: {_describe(unknown)} "
+                         "(written by a newer version?)")
+    values, wrong = {}, []
+    for name, value in config.items():
+        default = defaults[name]
+        if isinstance(default, tuple):
+            fits = (isinstance(value, (list, tuple)) and len(value) == len(default)
+                    and all(_same_kind(v, default[0]) for v in value))
+            value = tuple(value) if fits else value
+        else:
+            fits = _same_kind(value, default)
+        if not fits:
+            wrong.append(f"{name}={value!r:.40} (expected {type(default).__name__})")
+        values[name] = value
+    if wrong:
+        raise ValueError(f"checkpoint {path}: config values of the wrong type: {', '.join(wrong)}")
+    return ModelConfig(**values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return _is_int(value)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, type(default))
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, reinit_class_head: bool = False) -> LoadReport:
@@ -153,7 +365,12 @@ def _load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], meta
     unexpected = state_dict.keys() - expected
     misshaped = [f"{k} (checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)})"
                  for k in expected & state_dict.keys() if state_dict[k].shape != target[k].shape]
-    if missing or unexpected or misshaped:
+    # copy_ would turn integers into floats without a word; a float weight stored as int is not a weight.
+    mistyped = [f"{k} (checkpoint {state_dict[k].dtype} vs model {target[k].dtype})"
+                for k in expected & state_dict.keys()
+                if state_dict[k].is_floating_point() != target[k].is_floating_point()
+                or state_dict[k].is_complex() != target[k].is_complex()]
+    if missing or unexpected or misshaped or mistyped:
         problems = []
         if missing:
             problems.append(f"missing keys: {_describe(missing)}")
@@ -161,6 +378,8 @@ def _load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], meta
             problems.append(f"unexpected keys: {_describe(unexpected)}")
         if misshaped:
             problems.append(f"mis-shaped keys: {_describe(misshaped)}")
+        if mistyped:
+            problems.append(f"keys of the wrong dtype: {_describe(mistyped)}")
         hint = ""
         if any(k in CLASS_HEAD_KEYS for k in (m.split(" ")[0] for m in misshaped)):
             hint = ("; the class count differs: pass num_classes to build_model, or "
@@ -225,14 +444,18 @@ def load_model(path: str | os.PathLike, preset: str | None = None, num_classes: 
     """
     state_dict, metadata = read_checkpoint(path)
     config = metadata.get("config")
-    if config is not None and preset in (None, metadata.get("preset")):
-        config = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        model = SparseInst(config, preset=metadata.get("preset"))
-    else:
-        preset = preset or metadata.get("preset")
-        if preset is None:
-            raise ValueError(f"{path} does not record its preset; pass preset= (e.g. 'r50_giam')")
-        if num_classes is None and CLASS_HEAD_KEYS[1] in state_dict:
-            num_classes = state_dict[CLASS_HEAD_KEYS[1]].shape[0]
-        model = build_model(preset, num_classes=num_classes)
+    try:
+        if config is not None and preset in (None, metadata.get("preset")):
+            model = SparseInst(_model_config(path, config), preset=metadata.get("preset"))
+        else:
+            preset = preset or metadata.get("preset")
+            if preset is None:
+                raise ValueError(f"{path} does not record its preset; pass preset= (e.g. 'r50_giam')")
+            class_bias = state_dict.get(CLASS_HEAD_KEYS[1])
+            if num_classes is None and class_bias is not None and class_bias.dim() == 1:
+                num_classes = class_bias.shape[0]
+            model = build_model(preset, num_classes=num_classes)
+    except (RuntimeError, TypeError) as error:   # e.g. a negative channel count in a recorded config
+        raise ValueError(f"checkpoint {path}: its config does not describe a model this version can build "
+                         f"({error})") from error
     return model, _load_state_dict(model, state_dict, metadata, path, reinit_class_head=False)
