@@ -19,7 +19,7 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/install_ros.sh
 	@touch $(STAMP)
 
 demo: install
-	$(PY) -m sparseinst_ros.run_demo --output outputs/ros_demo
+	$(PY) -m sparseinst_ros.tools.run_demo --output outputs/ros_demo
 	$(PY) -m sparseinst_core.tools.demo --output outputs/demo --num-images 3
 
 demo-offline: install
@@ -35,7 +35,7 @@ bench-train: install
 	$(PY) training/benchmark_train.py
 
 bench-node: install
-	$(PY) -m sparseinst_ros.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
+	$(PY) -m sparseinst_ros.tools.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
 
 clean:
 	rm -rf build outputs .pytest_cache

@@ -1,16 +1,17 @@
 """Shared set-up of the ROS tests: an isolated DDS domain, the product's Fast DDS profile, rclpy, test weights."""
 import os
-import random
 
 import pytest
-from ros_harness import CLASS_NAMES, FASTDDS_PROFILE, MIN_SIZE
+from ros_harness import CLASS_NAMES, MIN_SIZE
+
+from sparseinst_ros.tools.processes import FASTDDS_PROFILE, product_environment
 
 # Before rclpy creates any participant: a domain of our own (other test runs may share the machine), discovery
-# on this host only, and the Fast DDS profile the product ships for camera-size images.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+# on this host only, and the Fast DDS profile the product ships for camera-size images (whatever the shell says).
+# The nodes under test inherit this environment.
 os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+os.environ.update(product_environment(own_domain=True))
 
 
 @pytest.fixture(scope="session")

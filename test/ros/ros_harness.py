@@ -1,9 +1,6 @@
 """Helpers for the ROS tests: run a node in its own process and talk to it from the test process."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,65 +15,31 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
 
+from sparseinst_ros.tools.processes import RosProcess
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "sparseinst.yaml"
-FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"   # the product's transport configuration
 NODE_NAME = "sparseinst_node"
 CLASS_NAMES = ["circle", "square", "triangle"]   # of the test weights (conftest.weights_file)
 MIN_SIZE = 128   # the nodes under test run at this input size, to stay fast on a CPU
 
 
-class NodeProcess:
-    """A node started as `python -m <module> --ros-args ...`, its output captured in a log file."""
+class RecordingLogger:
+    """Stands in for a node's logger: keeps what it is asked to log (every level) as `warnings`."""
 
-    def __init__(self, module: str, log_path: Path, params: dict | None = None, remaps: dict | None = None,
-                 env: dict | None = None, params_file: Path | None = None):
-        args = [sys.executable, "-m", module, "--ros-args"]
-        if params_file is not None:
-            args += ["--params-file", str(params_file)]
-        for name, value in (params or {}).items():
-            args += ["-p", f"{name}:={_yaml(value)}"]
-        for source, target in (remaps or {}).items():
-            args += ["-r", f"{source}:={target}"]
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-                       "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0", **(env or {})}
-        environment = {k: v for k, v in environment.items() if v is not None}
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
+    def __init__(self):
+        self.warnings = []
 
-    def log(self) -> str:
-        return self.log_path.read_text()
+    def warning(self, message):
+        self.warnings.append(message)
 
-    def wait_for_log(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            time.sleep(0.1)
-        return False
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> int:
-        if self.alive():
-            self.process.terminate()   # SIGTERM: rclpy's signal handler shuts the context down
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+    info = error = warning
 
 
-def _yaml(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
-    return str(value)
+def start_process(module: str, log_path: Path, env: dict | None = None, **ros_arguments) -> RosProcess:
+    """`python -m <module> --ros-args ...` in the tests' environment (see conftest) with `env` on top (None
+    removes a variable); `ros_arguments`: params, remaps, params_file."""
+    return RosProcess(module, log=log_path, env_overrides=env, **ros_arguments)
 
 
 def stamp(sec: int, nanosec: int = 0):

@@ -3,7 +3,7 @@ import itertools
 
 import numpy as np
 import pytest
-from ros_harness import MIN_SIZE, Client, NodeProcess, scene_image, stamp
+from ros_harness import MIN_SIZE, Client, scene_image, stamp, start_process
 from sensor_msgs.msg import CompressedImage
 
 from sparseinst_ros.conversions import rgb_to_compressed
@@ -23,7 +23,7 @@ def compressed(image_format="jpeg"):
 
 @pytest.fixture(scope="module")
 def node(ros, weights_file, tmp_path_factory):
-    process = NodeProcess("sparseinst_ros.node", tmp_path_factory.mktemp("compressed") / "node.log",
+    process = start_process("sparseinst_ros.node", tmp_path_factory.mktemp("compressed") / "node.log",
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE, compressed_input=True, diagnostics_period=0.5),
                           remaps={"image": "/camera/image_raw"})

@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 
 def test_run_demo_prints_detections_and_saves_overlays(ros, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sparseinst_ros.run_demo", "--output", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "sparseinst_ros.tools.run_demo", "--output", str(tmp_path),
                              "--frames", "5", "--device", "cpu", "--timeout", "120"],
                             capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr

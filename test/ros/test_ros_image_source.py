@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from ros_harness import NodeProcess
+from ros_harness import start_process
 from sensor_msgs.msg import CameraInfo, Image
 
 from sparseinst_ros.conversions import image_to_rgb
@@ -30,7 +30,7 @@ def run_source(tmp_path, listener, source, wanted=10, **params):
     """Run the source at 20 Hz until `wanted` images arrived here (or 60 s passed); returns what arrived."""
     import rclpy
     node, received = listener
-    process = NodeProcess("sparseinst_ros.image_source", tmp_path / "source.log",
+    process = start_process("sparseinst_ros.tools.image_source", tmp_path / "source.log",
                           params=dict(source=str(source), rate=20.0, frame_id="cam0_optical", **params),
                           remaps={"image": "/cam0/image_raw", "camera_info": "/cam0/camera_info"})
     deadline = time.monotonic() + 60
@@ -80,7 +80,7 @@ def test_a_finite_source_stops_after_its_last_frame(tmp_path):
     folder.mkdir()
     for index in range(3):
         cv2.imwrite(str(folder / f"{index}.jpg"), np.zeros((32, 32, 3), np.uint8))
-    process = NodeProcess("sparseinst_ros.image_source", tmp_path / "source.log",
+    process = start_process("sparseinst_ros.tools.image_source", tmp_path / "source.log",
                           params=dict(source=str(folder), rate=50.0, loop=False))
     assert process.process.wait(timeout=60) == 0
     process.stop()
@@ -88,7 +88,7 @@ def test_a_finite_source_stops_after_its_last_frame(tmp_path):
 
 
 def test_unknown_source_fails_at_start_up(tmp_path):
-    process = NodeProcess("sparseinst_ros.image_source", tmp_path / "source.log",
+    process = start_process("sparseinst_ros.tools.image_source", tmp_path / "source.log",
                           params=dict(source="/nonexistent/video.mp4"))
     assert process.process.wait(timeout=60) == 1
     process.stop()

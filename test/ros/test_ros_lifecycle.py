@@ -4,7 +4,7 @@ import itertools
 import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from ros_harness import MIN_SIZE, Client, NodeProcess, scene_image, stamp
+from ros_harness import MIN_SIZE, Client, scene_image, stamp, start_process
 
 from sparseinst_ros.conversions import numpy_to_image
 
@@ -23,7 +23,7 @@ def frame():
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
     # starts with a weights file that does not exist: the first configure must fail
-    process = NodeProcess("sparseinst_ros.lifecycle_node", tmp_path_factory.mktemp("lifecycle") / "node.log",
+    process = start_process("sparseinst_ros.lifecycle_node", tmp_path_factory.mktemp("lifecycle") / "node.log",
                           params=dict(weights="/nonexistent/weights.pth", device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE, diagnostics_period=0.5),
                           remaps={"image": "/camera/image_raw"})
@@ -148,7 +148,7 @@ def test_shutdown_finalizes_from_active(lifecycle, client):
 def test_shutdown_finalizes_from_the_other_primary_states(ros, tmp_path, weights_file, configure_first):
     # a name of its own: service clients must not find a node of an earlier test still in the graph
     name = f"sparseinst_shutdown_test_{int(configure_first)}"
-    process = NodeProcess("sparseinst_ros.lifecycle_node", tmp_path / "node.log",
+    process = start_process("sparseinst_ros.lifecycle_node", tmp_path / "node.log",
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE),
                           remaps={"image": "/camera/image_raw", "__node": name})

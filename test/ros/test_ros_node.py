@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from ros_harness import CLASS_NAMES, CONFIG, MIN_SIZE, Client, NodeProcess, scene_image, stamp
+from ros_harness import CLASS_NAMES, CONFIG, MIN_SIZE, Client, scene_image, stamp, start_process
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
@@ -28,7 +28,7 @@ def frame(pixels=IMAGE, encoding="rgb8", frame_id="camera_optical") -> Image:
 @pytest.fixture(scope="module")
 def node(ros, weights_file, tmp_path_factory):
     # the shipped parameters file, with the test's model and sizes on top
-    process = NodeProcess("sparseinst_ros.node", tmp_path_factory.mktemp("node") / "node.log", params_file=CONFIG,
+    process = start_process("sparseinst_ros.node", tmp_path_factory.mktemp("node") / "node.log", params_file=CONFIG,
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE, diagnostics_period=0.5),
                           remaps={"image": "/camera/image_raw"})
@@ -241,7 +241,7 @@ def test_unusable_weights_fail_at_start_up_with_a_clear_message(tmp_path, weight
     if weights == "corrupt":
         weights = tmp_path / "corrupt.pth"
         weights.write_bytes(b"PK\x03\x04 not really a checkpoint")
-    process = NodeProcess("sparseinst_ros.node", tmp_path / "node.log",
+    process = start_process("sparseinst_ros.node", tmp_path / "node.log",
                           params=dict(weights=str(weights), device="cpu"))
     assert process.process.wait(timeout=120) == 1
     process.stop()
@@ -249,7 +249,7 @@ def test_unusable_weights_fail_at_start_up_with_a_clear_message(tmp_path, weight
 
 
 def test_invalid_parameter_value_fails_at_start_up(tmp_path, weights_file):
-    process = NodeProcess("sparseinst_ros.node", tmp_path / "node.log",
+    process = start_process("sparseinst_ros.node", tmp_path / "node.log",
                           params=dict(weights=str(weights_file), device="gpu"))
     assert process.process.wait(timeout=120) == 1
     process.stop()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import MIN_SIZE, Client, NodeProcess, stamp
+from ros_harness import MIN_SIZE, Client, stamp, start_process
 from sensor_msgs.msg import Image
 
 from sparseinst_ros.conversions import numpy_to_image
-from sparseinst_ros.node import lossy_fastdds_configuration
+from sparseinst_ros.transport import lossy_fastdds_configuration
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -20,7 +20,7 @@ _seconds = itertools.count(7000)
 @pytest.fixture(scope="module")
 def node(ros, weights_file, tmp_path_factory):
     # the node runs with Fast DDS' default transports and a reliable subscription
-    process = NodeProcess("sparseinst_ros.node", tmp_path_factory.mktemp("transport") / "node.log",
+    process = start_process("sparseinst_ros.node", tmp_path_factory.mktemp("transport") / "node.log",
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
                                       max_size=2 * MIN_SIZE, input_qos="reliable", input_timeout=1.0,
                                       diagnostics_period=0.5),

@@ -1,6 +1,6 @@
 """Benchmark of the node across processes (not a unit test): latency under load, overhead, memory, transport.
 
-    python -m sparseinst_ros.benchmark_node [--weights demo] [--device auto] [--phases age,overhead,rss,transport]
+    python -m sparseinst_ros.tools.benchmark_node [--weights demo] [--device auto] [--phases age,overhead,rss,transport]
 
 Starts the node and a 30 Hz publisher as separate processes (with the product's Fast DDS configuration,
 config/fastdds_large_data.xml, unless FASTDDS_DEFAULT_PROFILES_FILE names another) and measures from this
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -26,19 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from .processes import RosProcess, product_environment
+
 NODE = "sparseinst_node"
-
-
-def product_environment() -> dict:
-    """This environment with the product's Fast DDS profile, a domain of its own, and localhost discovery."""
-    env = dict(os.environ)
-    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_data.xml"))
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
 
 
 def scenes(height: int, width: int, count: int = 4) -> list[np.ndarray]:
@@ -53,7 +42,7 @@ def run_publisher(count: int, rate: float, height: int, width: int) -> None:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from .conversions import numpy_to_image
+    from ..conversions import numpy_to_image
 
     rclpy.init()
     node = rclpy.create_node("benchmark_publisher")
@@ -84,18 +73,14 @@ class Harness:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from vision_msgs.msg import Detection2DArray
 
-        self.env = product_environment()
+        self.env = product_environment(own_domain=True)
         os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
         os.environ.update({k: self.env[k] for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID",
                                                     "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-        params = {"weights": args.weights, "device": args.device, "diagnostics_period": 0.25,
-                  "publish_overlay": False}
-        command = [sys.executable, "-m", "sparseinst_ros.node", "--ros-args", "-r", "image:=/benchmark/image"]
-        for name, value in params.items():
-            command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-        self.node_log = open(args.log, "w")
-        self.node = subprocess.Popen(command, env=self.env, stdout=self.node_log, stderr=subprocess.STDOUT)
+        self.node = RosProcess("sparseinst_ros.node", params={"weights": args.weights, "device": args.device,
+                                                              "diagnostics_period": 0.25, "publish_overlay": False},
+                               remaps={"image": "/benchmark/image"}, env=self.env, log=args.log)
         rclpy.init()
         self.client = rclpy.create_node("benchmark_client")
         self.results: list[tuple[float, float]] = []          # (arrival monotonic, age ms)
@@ -140,8 +125,8 @@ class Harness:
     def publish_from_process(self, count: int, rate: float, height: int, width: int, monitor=None,
                              env: dict | None = None) -> dict:
         """Run a publisher process while spinning here; `monitor()` is called about once a second."""
-        publisher = subprocess.Popen([sys.executable, "-m", "sparseinst_ros.benchmark_node", "--role", "publisher",
-                                      "--count", str(count), "--rate", str(rate), "--height", str(height),
+        publisher = subprocess.Popen([sys.executable, "-m", "sparseinst_ros.tools.benchmark_node", "--role",
+                                      "publisher", "--count", str(count), "--rate", str(rate), "--height", str(height),
                                       "--width", str(width)], env=env or self.env, stdout=subprocess.PIPE, text=True)
         next_monitor = time.monotonic()
         while publisher.poll() is None:
@@ -158,9 +143,7 @@ class Harness:
 
     def close(self) -> None:
         import rclpy
-        self.node.terminate()
-        self.node.wait(timeout=30)
-        self.node_log.close()
+        self.node.stop(timeout=30)
         self.client.destroy_node()
         rclpy.shutdown()
 
@@ -204,7 +187,7 @@ def result_age_under_load(h: Harness, frames: int) -> None:
 def node_overhead(h: Harness, frames: int) -> None:
     """One frame at a time, so that each diagnostics report (every 0.25 s) covers at most one frame and the
     predictor time of every frame can be paired with its end-to-end latency measured here."""
-    from .conversions import numpy_to_image
+    from ..conversions import numpy_to_image
     images = scenes(480, 640)
     overheads, end_to_end, predictor, in_node = [], [], [], []
     for index in range(frames):
@@ -233,7 +216,7 @@ def node_overhead(h: Harness, frames: int) -> None:
 
 def resident_memory(h: Harness, frames: int) -> None:
     import psutil
-    process = psutil.Process(h.node.pid)
+    process = psutil.Process(h.node.process.pid)
     samples: list[tuple[float, float]] = []
     start = time.monotonic()
     def sample():

@@ -19,8 +19,8 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from .conversions import numpy_to_image, rgb_to_compressed
-from .spinning import spin_until_shutdown
+from ..conversions import numpy_to_image, rgb_to_compressed
+from ..spinning import spin_until_shutdown
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -23,8 +23,8 @@ from vision_msgs.msg import Detection2DArray
 
 from sparseinst_core.data.synthetic import SYNTHETIC_CLASSES
 
-from .conversions import image_to_numpy
-from .spinning import spin_until_shutdown
+from ..conversions import image_to_numpy
+from ..spinning import spin_until_shutdown
 
 QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
