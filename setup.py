@@ -39,8 +39,8 @@ setup(
         "console_scripts": [
             "sparseinst_node = sparseinst_ros.node:main",
             "sparseinst_lifecycle_node = sparseinst_ros.lifecycle_node:main",
-            "image_source = sparseinst_ros.image_source:main",
-            "sparseinst_demo_client = sparseinst_ros.demo_client:main",
+            "image_source = sparseinst_ros.tools.image_source:main",
+            "sparseinst_demo_client = sparseinst_ros.tools.demo_client:main",
             "sparseinst-export = sparseinst_core.tools.export:main",
             "sparseinst-demo = sparseinst_core.tools.demo:main",
         ],
