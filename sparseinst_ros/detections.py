@@ -1,4 +1,4 @@
-"""Predictor result -> the node's outputs: a mono16 label image and a vision_msgs/Detection2DArray.
+"""Predictor result -> the node's outputs: a mono16 label image, a vision_msgs/Detection2DArray and the overlay.
 
 The two outputs describe the same instances: detection `id` "i" is exactly the set of pixels whose value
 is i in the label image, and its bounding box and pixel count are measured on that set. Instances are
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from sparseinst_core.inference import Instances, visualize
 
 # mono16 label image: 0 is background, so at most 65535 instances
 MAX_LABEL = np.iinfo(np.uint16).max
@@ -100,6 +102,12 @@ def label_instances(result, allowed_classes: frozenset[int] | None = None,
                           scores=scores.astype(np.float32)[kept],
                           boxes=np.array(boxes, dtype=np.int64).reshape(-1, 4),
                           pixel_counts=np.array(pixel_counts, dtype=np.int64))
+
+
+def draw_overlay(rgb: np.ndarray, instances: InstanceLabels, class_names) -> np.ndarray:
+    """The published instances (after class filter and overlaps) drawn over the image: uint8 [H,W,3] RGB."""
+    masks = instances.label_image[None] == instances.ids[:, None, None]     # [N,H,W]
+    return visualize.draw_overlay(rgb, Instances(instances.scores, instances.class_ids, masks), class_names)
 
 
 def box_center_size(box: Sequence[int]) -> tuple[float, float, float, float]:

@@ -10,7 +10,6 @@ Two signals, because they fail differently:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import rclpy
 
@@ -22,7 +21,6 @@ TRANSPORT_ADVICE = ("give every process (camera driver and this node) a Fast DDS
                     "launch files set it; see the README)")
 
 
-@dataclass
 class SequenceGapCounter:
     """Counts messages lost before the subscription from each publisher's publication sequence numbers.
 
@@ -32,9 +30,8 @@ class SequenceGapCounter:
     without sequence numbers (an rmw that does not provide them) are not counted.
     """
 
-    received: int = 0
-    lost: int = 0
-    _last: dict = field(default_factory=dict)     # publisher gid -> last publication sequence number
+    def __init__(self):
+        self._last: dict[bytes, int] = {}     # publisher gid -> last publication sequence number
 
     def add(self, info) -> int:
         sequence = info.get("publication_sequence_number") if info else None
@@ -44,20 +41,12 @@ class SequenceGapCounter:
         publisher = bytes(gid.get("data", b""))
         previous = self._last.get(publisher)
         self._last[publisher] = sequence
-        self.received += 1
-        gap = sequence - previous - 1 if previous is not None and sequence > previous else 0
-        self.lost += gap
-        return gap
+        return sequence - previous - 1 if previous is not None and sequence > previous else 0
 
     def forget_publishers(self) -> None:
         """Start afresh for every publisher (after a pause of the subscription: what was published
         meanwhile was never meant to arrive)."""
         self._last.clear()
-
-    @property
-    def loss_fraction(self) -> float:
-        total = self.received + self.lost
-        return self.lost / total if total else 0.0
 
 
 def lossy_fastdds_configuration(environ=os.environ) -> str | None:

@@ -2,15 +2,17 @@
 import numpy as np
 from ros_harness import MIN_SIZE, scene_image
 
+from sparseinst_core.inference import load_predictor
 from sparseinst_core.inference.backends import ExportOnDemandBackend
-from sparseinst_ros.node import load_predictor
+from sparseinst_ros.parameters import PARAMETERS, loader_arguments
 
 
 def test_onnxruntime_backend_matches_torch(weights_file):
-    common = dict(weights=str(weights_file), preset="auto", class_names_file="", device="cpu", precision="fp32",
-                  min_size=MIN_SIZE, max_size=2 * MIN_SIZE, score_threshold=0.0, mask_threshold=0.45)
-    torch_model = load_predictor(**common)
-    onnx_model = load_predictor(**common, backend="onnxruntime")
+    values = {name: spec.default for name, spec in PARAMETERS.items()}
+    values.update(weights=str(weights_file), device="cpu", min_size=MIN_SIZE, max_size=2 * MIN_SIZE,
+                  score_threshold=0.0)
+    torch_model = load_predictor(**loader_arguments(values))
+    onnx_model = load_predictor(**loader_arguments({**values, "backend": "onnxruntime"}))
     assert isinstance(onnx_model.predictor.backend, ExportOnDemandBackend)
     image = scene_image()
     expected, got = torch_model.predictor(image), onnx_model.predictor(image)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparseinst_ros.node import PARAMETERS
+from sparseinst_ros.parameters import PARAMETERS
 
 pytestmark = pytest.mark.ros
 
@@ -14,5 +14,5 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "sparseinst.yaml"
 def test_config_lists_every_parameter_with_its_default():
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
     assert set(values) == set(PARAMETERS)
-    for name, (default, _) in PARAMETERS.items():
-        assert values[name] == (default if default is not None else []), name
+    for name, spec in PARAMETERS.items():
+        assert values[name] == (spec.default if spec.default is not None else []), name

@@ -1,6 +1,6 @@
-"""The node's per-frame bookkeeping, in process and without inference: bad frames are counted in the
-subscription callback (not only those that reach the model), transport loss is measured from publisher
-sequence numbers, the class filter takes names or ids, and a misplaced camera_info is pointed out."""
+"""The node's per-frame bookkeeping, in process and without inference: the image callback counts bad frames
+itself (not only those that reach the model), measures transport loss from publisher sequence numbers, the
+class filter takes names or ids, and a camera_info published elsewhere in the graph is pointed out."""
 import itertools
 import time
 
@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from ros_harness import RecordingLogger
 from sensor_msgs.msg import CameraInfo
 
+from sparseinst_core.inference import LoadedPredictor
 from sparseinst_ros.conversions import numpy_to_image, rgb_to_compressed
-from sparseinst_ros.node import LoadedModel, SparseInstPipeline
+from sparseinst_ros.frame_loop import Statistics
+from sparseinst_ros.health import NodeGraph, Troubleshooting
+from sparseinst_ros.node import SparseInstPipeline
 from sparseinst_ros.transport import SequenceGapCounter
 
 pytestmark = pytest.mark.ros
@@ -19,23 +23,13 @@ pytestmark = pytest.mark.ros
 _names = itertools.count()
 
 
-class RecordingLogger:
-    def __init__(self):
-        self.warnings = []
-
-    def warning(self, message):
-        self.warnings.append(message)
-
-    info = error = warning
-
-
 @pytest.fixture
 def pipeline(ros):
-    """A pipeline whose inference thread is never started: frames stay in the latest-frame slot."""
+    """A pipeline whose frame loop is never started: accepted frames stay pending."""
     node = Node(f"pipeline_test_{next(_names)}", parameter_overrides=[Parameter("device", value="cpu")])
     pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
-    pipeline.logger = RecordingLogger()
-    pipeline.image_topic = "/camera/image_raw"
+    pipeline.logger = pipeline.hints.logger = RecordingLogger()
+    pipeline.hints.open("/camera/image_raw", "sensor_data", 5.0)
     yield pipeline
     node.destroy_node()
 
@@ -56,29 +50,43 @@ def test_bad_frames_are_counted_even_when_inference_never_sees_them(pipeline):
     empty_compressed = rgb_to_compressed(np.zeros((4, 6, 3), np.uint8))
     empty_compressed.data = []
     for msg in [bad_step] * 5 + [unknown] * 3 + [empty_compressed] * 2:
-        pipeline._on_image(msg, None)
-    assert dict(pipeline.stats.bad_inputs) == {"bad_step": 5, "unknown_encoding": 3, "zero_size": 2}
-    assert pipeline.stats.dropped == 0                # none of them took the slot from a good frame
-    pipeline._on_image(good_image(), None)
-    assert pipeline.slot.take(timeout=0).msg.step == good_image().step
+        pipeline.on_image(msg, None)
+    stats = pipeline.loop.snapshot()
+    assert stats.bad_inputs == {"bad_step": 5, "unknown_encoding": 3, "zero_size": 2}
+    assert stats.received == 10 and stats.dropped == 0   # none of them took the pending place
+    pipeline.on_image(good_image(), None)
+    assert pipeline.loop.snapshot().dropped == 0
+    pipeline.on_image(good_image(), None)                # replaces the good frame, which was pending
+    assert pipeline.loop.snapshot().dropped == 1
     # each cause is logged once (repeats are throttled)
     assert [w.split("]")[0] for w in pipeline.logger.warnings] == [
         "skipped a frame [bad_step", "skipped a frame [unknown_encoding", "skipped a frame [zero_size"]
 
 
 def test_size_change_is_counted_in_the_callback(pipeline):
-    pipeline._on_image(good_image(), None)
-    pipeline._on_image(numpy_to_image(np.zeros((8, 6, 3), np.uint8), "rgb8"), None)
-    assert pipeline.stats.bad_inputs["size_changed"] == 1
+    pipeline.on_image(good_image(), None)
+    pipeline.on_image(numpy_to_image(np.zeros((8, 6, 3), np.uint8), "rgb8"), None)
+    assert pipeline.loop.snapshot().bad_inputs == {"size_changed": 1}
+    assert pipeline.loop.snapshot().dropped == 1         # the frame is still used: outputs follow the new size
+
+
+def test_frames_arriving_while_paused_are_ignored_unchecked(pipeline):
+    bad_step = good_image()
+    bad_step.step = 3
+    pipeline.loop.pause()
+    pipeline.on_image(good_image(), None)
+    pipeline.on_image(bad_step, None)
+    stats = pipeline.loop.snapshot()
+    assert (stats.received, stats.ignored_paused, stats.bad_inputs) == (2, 2, {})
 
 
 def test_transport_loss_from_publisher_sequence_numbers(pipeline):
     for sequence in (1, 2, 5, 6, 10):                 # 3, 4, 7, 8, 9 never arrived
-        pipeline._on_image(good_image(), info(sequence))
-    pipeline._on_image(good_image(), info(1, publisher=b"B"))   # another publisher has its own numbering
-    assert pipeline.stats.transport.lost == 5
-    assert pipeline.stats.period_lost == 5
-    assert pipeline.stats.transport.loss_fraction == pytest.approx(5 / 11)
+        pipeline.on_image(good_image(), info(sequence))
+    pipeline.on_image(good_image(), info(1, publisher=b"B"))   # another publisher has its own numbering
+    stats = pipeline.loop.snapshot()
+    assert stats.lost_in_transport == 5 and stats.period_lost == 5
+    assert stats.transport_loss_fraction == pytest.approx(5 / 11)
 
 
 def test_sequence_gap_counter_ignores_restarts_and_missing_numbers():
@@ -90,11 +98,11 @@ def test_sequence_gap_counter_ignores_restarts_and_missing_numbers():
     assert counter.add(None) == 0
     counter.forget_publishers()                       # e.g. after the subscription was paused
     assert counter.add(info(40)) == 0
-    assert (counter.lost, counter.received) == (1, 6)
+    assert counter.add(info(43)) == 2
 
 
 def test_class_filter_takes_names_or_integer_ids(pipeline):
-    pipeline.model = LoadedModel(predictor=None, class_names=["circle", "square", "triangle"], description="")
+    pipeline.model = LoadedPredictor(predictor=None, class_names=["circle", "square", "triangle"], description="")
     node = pipeline.node
     assert node.set_parameters([Parameter("classes", value=[2, 0])])[0].successful
     assert pipeline.allowed_classes == {0, 2}
@@ -107,45 +115,29 @@ def test_class_filter_takes_names_or_integer_ids(pipeline):
     assert pipeline.allowed_classes == {1}            # a rejected change leaves the filter as it was
 
 
-def test_a_camera_info_published_elsewhere_is_pointed_out(pipeline):
+def test_a_camera_info_published_elsewhere_in_the_graph_is_pointed_out_once(ros):
+    node = Node(f"camera_info_test_{next(_names)}")
     other = Node(f"camera_driver_{next(_names)}")
     publisher = other.create_publisher(CameraInfo, "/camera_info", 1)
+    own_output = node.create_publisher(CameraInfo, "~/camera_info", 1)    # the node's own output is no hint
+    logger = RecordingLogger()
+    hints = Troubleshooting(logger, NodeGraph(node))
+    hints.open("/camera/image_raw", "sensor_data", 5.0)
+    statistics = Statistics()
     try:
         deadline = time.monotonic() + 10
-        while pipeline.node.count_publishers("/camera_info") == 0 and time.monotonic() < deadline:
+        while node.count_publishers("/camera_info") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)                          # graph discovery
-        pipeline._check_camera_info(processed=1)
-        assert len(pipeline.logger.warnings) == 1
-        warning = pipeline.logger.warnings[0]
-        assert "no camera_info on /camera/camera_info" in warning and "published on /camera_info" in warning
-        pipeline._check_camera_info(processed=1)      # said once
-        assert len(pipeline.logger.warnings) == 1
+        statistics.count_processed(1, 0.01, None)
+        hints.review(statistics.snapshot(), camera_info_received=False)
+        assert len(logger.warnings) == 1
+        warning = logger.warnings[0]
+        assert "no camera_info on /camera/camera_info" in warning and "published on /camera_info:" in warning
+        statistics.count_processed(1, 0.01, None)
+        hints.review(statistics.snapshot(), camera_info_received=False)   # said once
+        assert len(logger.warnings) == 1
     finally:
+        node.destroy_publisher(own_output)
         other.destroy_publisher(publisher)
         other.destroy_node()
-
-
-def test_no_camera_info_hint_when_it_arrives_or_nothing_is_processed(pipeline):
-    pipeline._check_camera_info(processed=0)
-    pipeline._on_camera_info(CameraInfo())
-    pipeline._check_camera_info(processed=1)
-    assert pipeline.logger.warnings == []
-
-
-def test_camera_info_of_the_same_stamp_is_preferred_else_the_latest(pipeline):
-    from builtin_interfaces.msg import Time
-    from std_msgs.msg import Header
-    for sec, width in ((1, 640), (2, 800), (3, 1024)):
-        info = CameraInfo(width=width, height=480, k=[float(width)] + [0.0] * 8)
-        info.header.stamp = Time(sec=sec)
-        pipeline._on_camera_info(info)
-    matched = pipeline._matching_camera_info(Header(stamp=Time(sec=2), frame_id="cam"))
-    assert (matched.width, matched.k[0]) == (800, 800.0)
-    latest = pipeline._matching_camera_info(Header(stamp=Time(sec=99), frame_id="cam"))
-    assert latest.width == 1024
-    assert pipeline._recent_camera_info[-1].header.stamp.sec == 3   # the stored messages are not modified
-
-
-def test_no_camera_info_is_republished_when_none_arrived(pipeline):
-    from std_msgs.msg import Header
-    assert pipeline._matching_camera_info(Header()) is None
+        node.destroy_node()

@@ -1,0 +1,208 @@
+"""Is the node doing its job, and if not, why? The /diagnostics status and the troubleshooting hints.
+
+`diagnostic_status` turns a statistics snapshot (`frame_loop.StatisticsSnapshot`) into a
+DiagnosticStatus. `Troubleshooting` decides which hints to log about the input: bad frames (throttled per
+cause), an image topic that has publishers but delivers nothing, images lost before reaching the node,
+large images under a lossy transport, and a camera_info published somewhere other than beside the image;
+`SizeChanges` notices images that change size. The hints read the ROS graph through a `Graph`
+(`NodeGraph` for a node), so the decisions can be checked with plain data.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.qos import ReliabilityPolicy
+
+from .camera_info import camera_info_topic
+from .frame_loop import StatisticsSnapshot
+from .transport import LARGE_SAMPLE_BYTES, TRANSPORT_ADVICE, lossy_fastdds_configuration
+
+LOG_REPEAT_SECONDS = 10.0
+
+
+def _median(values) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str, enabled: bool, input_silent: bool,
+                      device: str = "", precision: str = "", model: str = "") -> DiagnosticStatus:
+    """The node's status for one period: OK, or WARN with the most pressing reason, and every figure as a key."""
+    period = stats.period_s
+    level, message = DiagnosticStatus.OK, "running"
+    if not enabled:
+        message = "paused (~/enable)"
+    elif stats.period_bad:
+        level, message = DiagnosticStatus.WARN, f"{stats.period_bad} bad input frame(s) in the last {period:.1f} s"
+    elif stats.period_lost:
+        level, message = DiagnosticStatus.WARN, (f"{stats.period_lost} frame(s) lost before reaching the node in the "
+                                                 f"last {period:.1f} s")
+    elif input_silent:
+        level, message = DiagnosticStatus.WARN, f"no images received on {image_topic}"
+    values = {
+        "input rate (Hz)": f"{stats.period_received / period:.2f}",
+        "output rate (Hz)": f"{stats.period_processed / period:.2f}",
+        "input latency median (ms)": f"{_median(stats.input_latency_ms):.2f}",
+        "inference latency median (ms)": f"{_median(stats.inference_ms):.2f}",
+        "inference latency max (ms)": f"{max(stats.inference_ms, default=float('nan')):.2f}",
+        "end-to-end latency median (ms)": f"{_median(stats.end_to_end_ms):.2f}",
+        "node overhead median (ms)": f"{_median(stats.overhead_ms):.2f}",
+        "frames received": str(stats.received),
+        "frames processed": str(stats.processed),
+        "frames dropped": str(stats.dropped),
+        "frames lost in transport": str(stats.lost_in_transport),
+        "transport loss (%)": f"{100 * stats.transport_loss_fraction:.2f}",
+        "frames ignored while paused": str(stats.ignored_paused),
+        "bad input frames": str(sum(stats.bad_inputs.values())),
+        **{f"bad input: {cause}": str(count) for cause, count in sorted(stats.bad_inputs.items())},
+        "enabled": str(enabled).lower(),
+        "device": device,
+        "precision": precision,
+        "model": model,
+        "image topic": image_topic,
+    }
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=device,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+
+class SizeChanges:
+    """Remembers the size of the input images: a change counts as a bad input, because consumers of the outputs
+    (a label image beside camera_info) may assume one size."""
+
+    def __init__(self):
+        self._last: tuple[int, int] | None = None
+
+    def check(self, height: int, width: int) -> str | None:
+        """Why an image of this size is a change; None for the first image and for the same size."""
+        previous, self._last = self._last, (height, width)
+        if previous is None or previous == (height, width):
+            return None
+        return f"image size changed from {previous[1]}x{previous[0]} to {width}x{height}; outputs follow the new size"
+
+
+class Graph(Protocol):
+    """What the hints need to know about the ROS graph."""
+
+    def publisher_reliabilities(self, topic: str) -> list[ReliabilityPolicy]:
+        """The QoS reliability of each publisher of `topic`."""
+
+    def camera_info_topics(self) -> list[str]:
+        """Topics of type sensor_msgs/CameraInfo, except the node's own outputs."""
+
+
+class NodeGraph:
+    """`Graph` of a running rclpy node."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def publisher_reliabilities(self, topic: str) -> list[ReliabilityPolicy]:
+        return [p.qos_profile.reliability for p in self.node.get_publishers_info_by_topic(topic)]
+
+    def camera_info_topics(self) -> list[str]:
+        own = self.node.get_fully_qualified_name() + "/"
+        return [name for name, types in self.node.get_topic_names_and_types()
+                if "sensor_msgs/msg/CameraInfo" in types and not name.startswith(own)]
+
+
+class Troubleshooting:
+    """The input hints of one node, each logged when it first applies (repeats throttled or suppressed).
+
+    `open` starts watching an image topic; the node calls `frame_received` and `bad_input` from its image
+    callback and `review` with each diagnostics period's snapshot.
+    """
+
+    def __init__(self, logger, graph: Graph, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.graph = graph
+        self._clock = clock
+        self._last_logged: dict[str, float] = {}
+        self.image_topic = ""
+        self._input_qos = ""
+        self._input_timeout = 0.0
+        self._opened = clock()
+        self.input_silent = False               # warned about a silent topic that has publishers
+        self._large_images_checked = False
+        self._last_sample_bytes = 0
+        self._camera_info_checked = False
+
+    def open(self, image_topic: str, input_qos: str, input_timeout: float) -> None:
+        self.image_topic, self._input_qos, self._input_timeout = image_topic, input_qos, input_timeout
+        self._opened = self._clock()
+        self.input_silent = False
+
+    def warn_throttled(self, cause: str, message: str, count: int) -> None:
+        """Log `message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS."""
+        now = self._clock()
+        last = self._last_logged.get(cause)
+        if last is None or now - last >= LOG_REPEAT_SECONDS:
+            self._last_logged[cause] = now
+            repeat = f" ({count} so far; repeats are logged every {LOG_REPEAT_SECONDS:.0f} s)" if last else ""
+            self.logger.warning(f"{message}{repeat}")
+
+    def bad_input(self, cause: str, message: str, count: int) -> None:
+        """A frame was skipped: `count` frames so far had this cause."""
+        self.warn_throttled(cause, f"skipped a frame [{cause}]: {message}", count)
+
+    def frame_received(self, sample_bytes: int) -> None:
+        """The first large image under a transport that loses large images between processes is pointed out."""
+        self._last_sample_bytes = sample_bytes
+        if self._large_images_checked or sample_bytes <= LARGE_SAMPLE_BYTES:
+            return
+        self._large_images_checked = True
+        problem = lossy_fastdds_configuration()
+        if problem:
+            self.logger.warning(f"receiving {sample_bytes / 1e6:.1f} MB images on {self.image_topic}, but {problem}: "
+                                f"{TRANSPORT_ADVICE}")
+
+    def review(self, stats: StatisticsSnapshot, camera_info_received: bool) -> None:
+        """The hints that one diagnostics period calls for."""
+        self._check_input_silence(stats.last_received)
+        if stats.period_lost:
+            self._warn_transport_loss(stats.period_lost, stats.period_received, stats.lost_in_transport)
+        self._check_camera_info(stats.period_processed, camera_info_received)
+
+    def _check_input_silence(self, last_received: float | None) -> None:
+        """Warn once per silence when the image topic has publishers but nothing arrives."""
+        since = self._clock() - (last_received if last_received is not None else self._opened)
+        if since < self._input_timeout:
+            self.input_silent = False
+            return
+        if self.input_silent:
+            return
+        reliabilities = self.graph.publisher_reliabilities(self.image_topic)
+        if not reliabilities:
+            return
+        self.input_silent = True
+        hints = []
+        if self._input_qos == "reliable" and ReliabilityPolicy.BEST_EFFORT in reliabilities:
+            hints.append("a publisher is best effort while input_qos is 'reliable': set input_qos to 'sensor_data'")
+        problem = lossy_fastdds_configuration()
+        if problem:
+            hints.append(f"{problem}: {TRANSPORT_ADVICE}")
+        self.logger.warning(f"no image received on {self.image_topic} for {since:.0f} s although "
+                            f"{len(reliabilities)} publisher(s) exist" + (": " + "; ".join(hints) if hints else ""))
+
+    def _warn_transport_loss(self, lost: int, received: int, lost_total: int) -> None:
+        """Frames were published to the image topic but never arrived (gaps in publisher sequence numbers)."""
+        hint = TRANSPORT_ADVICE if self._last_sample_bytes > LARGE_SAMPLE_BYTES else (
+            "check the network and the publisher's QoS")
+        self.warn_throttled("transport_loss", f"{lost} of {lost + received} image(s) published on {self.image_topic} "
+                            f"in the last period were lost before reaching this node: {hint}", lost_total)
+
+    def _check_camera_info(self, processed: int, camera_info_received: bool) -> None:
+        """Once images flow: say so when no camera_info arrives beside them but one is published elsewhere."""
+        if self._camera_info_checked or processed == 0 or camera_info_received:
+            return
+        self._camera_info_checked = True
+        expected = camera_info_topic(self.image_topic.removesuffix("/compressed"))
+        if self.graph.publisher_reliabilities(expected):
+            return   # published, just not yet received
+        elsewhere = sorted(name for name in self.graph.camera_info_topics() if name != expected)
+        if elsewhere:
+            self.logger.warning(f"no camera_info on {expected} (looked up beside the image topic); CameraInfo is "
+                                f"published on {', '.join(elsewhere)}: remap the image topic so that its camera_info "
+                                f"is its sibling, or the camera's camera_info to {expected}")

@@ -1,0 +1,136 @@
+"""The node's parameters: names, defaults, descriptors, ranges and choices, and the checks of their values.
+
+config/sparseinst.yaml lists the same defaults. Choices and default thresholds come from the library
+(`sparseinst_core.inference.defaults`), so the node accepts exactly what the predictor does. The checks
+are plain functions of `rclpy.parameter.Parameter` values: no node needed.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from sparseinst_core.inference.defaults import (BACKENDS, DEVICES, MASK_THRESHOLD, MAX_INSTANCES, PRECISIONS,
+                                                SCORE_THRESHOLD)
+from sparseinst_core.inference.loader import DEMO_WEIGHTS
+
+from .detections import MAX_LABEL
+
+AUTO_PRESET = "auto"
+INPUT_QOS = {
+    "sensor_data": qos_profile_sensor_data,    # best effort, keep last 5
+    "reliable": QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE),
+}
+
+_STRING, _DOUBLE = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE
+_INTEGER, _BOOL = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_BOOL
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: its default, what it means, and which values it takes."""
+
+    default: object
+    description: str
+    type: int                                 # rcl_interfaces ParameterType
+    choices: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None  # inclusive, for integers and doubles
+    runtime: bool = False                     # may change while the model is loaded
+    dynamic_typing: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(description=self.description, type=self.type,
+                                         dynamic_typing=self.dynamic_typing,
+                                         additional_constraints=f"one of: {', '.join(self.choices)}" if self.choices
+                                         else "")
+        if self.range and self.type == _DOUBLE:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=self.range[0], to_value=self.range[1])]
+        if self.range and self.type == _INTEGER:
+            descriptor.integer_range = [IntegerRange(from_value=self.range[0], to_value=self.range[1], step=1)]
+        return descriptor
+
+
+PARAMETERS: dict[str, ParameterSpec] = {
+    "preset": ParameterSpec(AUTO_PRESET, "model preset (r18_giam, r50_giam, ...); 'auto' takes it from the checkpoint, "
+                            "official checkpoints need it set", _STRING),
+    "weights": ParameterSpec(DEMO_WEIGHTS, "checkpoint file (.pth or .safetensors); 'demo' is the shipped demo model",
+                             _STRING),
+    "class_names": ParameterSpec("", "class names file (one per line, or JSON); empty: from the checkpoint, else COCO "
+                                 "for 80 classes", _STRING),
+    "device": ParameterSpec("auto", "inference device", _STRING, choices=DEVICES),
+    "precision": ParameterSpec("fp32", "inference precision (fp16 needs CUDA)", _STRING, choices=PRECISIONS),
+    "backend": ParameterSpec("torch", "inference engine: torch, or onnxruntime (exports the model for the fixed "
+                             "padded input size; falls back to torch when onnxruntime is missing)", _STRING,
+                             choices=BACKENDS),
+    "min_size": ParameterSpec(0, "shorter image side fed to the model; 0: the model's own test size (640 for the "
+                              "official presets)", _INTEGER, range=(0, 4096)),
+    "max_size": ParameterSpec(0, "longest image side fed to the model; 0: the model's own test size (853 for the "
+                              "official presets)", _INTEGER, range=(0, 8192)),
+    "score_threshold": ParameterSpec(SCORE_THRESHOLD, "minimum instance score (run-time)", _DOUBLE, range=(0.0, 1.0),
+                                     runtime=True),
+    "mask_threshold": ParameterSpec(MASK_THRESHOLD, "mask probability threshold (run-time)", _DOUBLE,
+                                    range=(0.0, 1.0), runtime=True),
+    # Names (strings) or ids (integers), hence dynamically typed and checked by `class_filter_error`. An empty
+    # list has no type in ROS parameters (YAML `[]` reads as unset): unset means all classes.
+    "classes": ParameterSpec(None, "class filter: a list of names or of integer ids; empty publishes all classes "
+                             "(run-time)", ParameterType.PARAMETER_STRING_ARRAY, runtime=True, dynamic_typing=True),
+    "max_instances": ParameterSpec(MAX_INSTANCES, "at most this many instances per image, best scores first",
+                                   _INTEGER, range=(1, MAX_LABEL)),
+    "publish_overlay": ParameterSpec(True, "publish ~/overlay (drawn only while someone subscribes)", _BOOL),
+    "compressed_input": ParameterSpec(False, "subscribe to <image>/compressed (JPEG/PNG) instead of image", _BOOL),
+    "input_qos": ParameterSpec("sensor_data", "QoS of the image and camera_info subscriptions", _STRING,
+                               choices=tuple(INPUT_QOS)),
+    "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics reports", _DOUBLE, range=(0.05, 60.0)),
+    "input_timeout": ParameterSpec(5.0, "warn when no image arrived for this many seconds while the topic has "
+                                   "publishers", _DOUBLE, range=(0.5, 3600.0)),
+}
+RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)
+
+
+def class_filter_error(parameter: Parameter) -> str | None:
+    """Why a value of the `classes` parameter is not a class filter; None when it is one."""
+    if parameter.type_ in (Parameter.Type.NOT_SET, Parameter.Type.STRING_ARRAY, Parameter.Type.INTEGER_ARRAY):
+        return None
+    return (f"parameter 'classes' must be a list of class names or of integer ids (empty for all), got "
+            f"{parameter.type_.name.lower()} {parameter.value!r}")
+
+
+def start_up_error(parameters: Iterable[Parameter]) -> str | None:
+    """Why the declared values cannot start the node; None when they can."""
+    for parameter in parameters:
+        choices = PARAMETERS[parameter.name].choices
+        if parameter.name == "classes" and class_filter_error(parameter):
+            return class_filter_error(parameter)
+        if choices and parameter.value not in choices:
+            return f"parameter {parameter.name!r} is {parameter.value!r}; expected one of {', '.join(choices)}"
+    return None
+
+
+def change_error(parameters: Iterable[Parameter], model_loaded: bool) -> str | None:
+    """Why a set of parameter changes is refused; None when it is accepted. Thresholds and the class filter
+    change at run time; the rest needs a new model."""
+    changes = {p.name: p for p in parameters}
+    if "classes" in changes and class_filter_error(changes["classes"]):
+        return class_filter_error(changes["classes"])
+    static = sorted(set(changes) - set(RUNTIME_PARAMETERS))
+    if static and model_loaded:
+        return (f"{', '.join(static)} cannot change while the model is loaded; only {', '.join(RUNTIME_PARAMETERS)} "
+                f"change at run time (restart the node, or clean up and reconfigure the lifecycle node)")
+    for name, parameter in changes.items():
+        choices = PARAMETERS[name].choices if name in PARAMETERS else ()
+        if choices and parameter.value not in choices:
+            return f"{name} must be one of {', '.join(choices)}, got {parameter.value!r}"
+    return None
+
+
+def loader_arguments(values: Mapping[str, object]) -> dict:
+    """Parameter values (name -> value) -> the keyword arguments of `sparseinst_core.inference.load_predictor`."""
+    return dict(weights=values["weights"], preset=None if values["preset"] == AUTO_PRESET else values["preset"],
+                class_names_file=values["class_names"] or None, min_size=values["min_size"],
+                max_size=values["max_size"], score_threshold=values["score_threshold"],
+                mask_threshold=values["mask_threshold"], device=values["device"], precision=values["precision"],
+                backend=values["backend"],
+                fallback="torch" if values["backend"] != "torch" else None)   # no onnxruntime: run on torch
