@@ -11,7 +11,8 @@ Two parts of the network need help to export:
   `StaticAdaptiveAvgPool2d` computes;
 - torchvision's deformable convolution, exported as ONNX `DeformConv` (opset 19).
 
-The command line is `python -m sparseinst_core.export` (`sparseinst_core.tools.export`).
+The command line is `python -m sparseinst_core.export` (`sparseinst_core.tools.export`); backends that
+export on their own keep the files in the export cache (`cached_export`).
 """
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from torchvision.ops import DeformConv2d
 
 from ..io.onnx_format import INPUT_NAME, OUTPUT_NAMES, write_metadata
 from ..model import SIZE_DIVISIBILITY, SparseInst
+from .export_cache import ExportCache, cache_key, model_fingerprint
 from .optimize import fold_batch_norms
 
 MIN_OPSET = 17
 DEFORM_CONV_OPSET = 19  # first opset with DeformConv
+# Part of every cached export's key: raise it when a change here changes the exported graph.
+EXPORT_FORMAT_VERSION = 1
 
 
 def adaptive_pool_matrix(in_size: int, out_size: int) -> torch.Tensor:
@@ -148,3 +152,26 @@ def export_onnx(model: SparseInst, path: str | Path, image_size: tuple[int, int]
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
     write_metadata(path, model, image_size, batch_size if not dynamic_batch else None)
     return path
+
+
+def check_export_input(images: torch.Tensor, input_size: tuple[int, int], batch_size: int | None) -> None:
+    """A ValueError unless `images` (B, 3, H, W) fit an export's fixed size (and batch size, None: any)."""
+    if tuple(images.shape[-2:]) != tuple(input_size):
+        raise ValueError(f"this ONNX model takes {tuple(input_size)} inputs (fixed at export), got "
+                         f"{tuple(images.shape[-2:])}; pad to that size or export another")
+    if batch_size is not None and images.shape[0] != batch_size:
+        raise ValueError(f"this ONNX model takes batches of {batch_size}, got {images.shape[0]}")
+
+
+def cached_export(model: SparseInst, image_size: tuple[int, int], cache: ExportCache, batch_size: int = 1) -> Path:
+    """The ONNX file of `model` for (batch_size, 3, H, W) inputs from `cache`, exported into it when missing.
+
+    The key covers the model's config and weights, the size, the batch size, this exporter's format
+    version and the torch and onnx versions, so a file is reused exactly when an export would be equal.
+    """
+    import onnx
+
+    key = cache_key(model=model_fingerprint(model), size=list(image_size), batch_size=batch_size,
+                    format=EXPORT_FORMAT_VERSION, torch=torch.__version__, onnx=onnx.__version__)
+    name = f"{model.preset or 'model'}_{image_size[0]}x{image_size[1]}_b{batch_size}_{key}.onnx"
+    return cache.get_or_create(name, lambda path: export_onnx(model, path, image_size, batch_size=batch_size))
