@@ -1,5 +1,9 @@
-"""Backend selection: providers, clear errors for what is missing, and configured fallbacks."""
+"""Backend selection: providers, clear errors for what is missing, and configured fallbacks; the torch
+backend's CUDA-graph bookkeeping (with a stand-in for the capture, so it runs without a GPU)."""
+import os
+import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -7,7 +11,10 @@ import torch
 
 from sparseinst_core import Predictor, build_model
 from sparseinst_core.inference.backends import (OnnxRuntimeBackend, TorchBackend, create_backend, import_onnxruntime,
-                                     select_providers)
+                                                select_providers)
+from sparseinst_core.inference.cuda_graphs import CapturedGraph, CudaGraphRunner
+from sparseinst_core.inference.defaults import BACKENDS
+from sparseinst_core.inference.device import HostToDevice
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -119,3 +126,113 @@ def test_onnxruntime_threads_do_not_spin_after_a_run_unless_asked(onnx_file):
         return backend.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
     assert spinning(OnnxRuntimeBackend(onnx_file, device="cpu")) == "0"
     assert spinning(OnnxRuntimeBackend(onnx_file, device="cpu", spinning=True)) == "1"
+
+
+def test_onnxruntime_telemetry_is_off_unless_the_environment_says_otherwise():
+    code = ("import os; from sparseinst_core.inference.backends import import_onnxruntime; import_onnxruntime(); "
+            "print(os.environ['ORT_DISABLE_TELEMETRY'])")
+    environment = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    for given, expected in ((None, "1"), ("0", "0")):
+        env = environment if given is None else {**environment, "ORT_DISABLE_TELEMETRY": given}
+        printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert printed.stdout.strip() == expected
+
+
+def test_every_backend_name_is_known():
+    assert BACKENDS == ("torch", "onnxruntime", "openvino")
+
+
+def test_torch_backend_on_the_cpu_takes_cpu_batches_and_ignores_cuda_graphs(model):
+    backend = TorchBackend(model, device="cpu", cuda_graphs=True)
+    assert backend.graphs is None
+    images = torch.rand(1, 3, 64, 64) * 255
+    with torch.inference_mode():
+        expected = backend.forward(images)
+    outputs = backend(images.double())                   # any float batch: cast on the way in
+    assert all(torch.equal(outputs[key], expected[key]) for key in expected)
+
+
+def test_host_to_device_on_the_cpu_only_casts():
+    images = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    moved = HostToDevice(torch.device("cpu"))(images)
+    assert moved.dtype == torch.float32 and torch.equal(moved, images.float())
+
+
+class FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph: replay() runs the recorded function on the static input."""
+
+    def __init__(self, forward, static_input, static_outputs):
+        self.forward, self.static_input, self.static_outputs = forward, static_input, static_outputs
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        for key, value in self.forward(self.static_input).items():
+            self.static_outputs[key].copy_(value)
+
+
+class FakeCapture:
+    def __init__(self, fail=False):
+        self.shapes, self.fail = [], fail
+
+    def __call__(self, forward, example):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.shapes.append(tuple(example.shape))
+        static_input = example.clone()
+        static_outputs = forward(static_input)
+        return CapturedGraph(FakeGraph(forward, static_input, static_outputs), static_input, static_outputs)
+
+
+def double(images):
+    return {"out": images * 2}
+
+
+def runner_on(shapes, max_graphs=2, capture=None):
+    runner = CudaGraphRunner(double, max_graphs=max_graphs, capture=capture or FakeCapture())
+    results = [runner(torch.full(shape, float(i))) for i, shape in enumerate(shapes)]
+    return runner, results
+
+
+def test_a_shape_is_captured_when_two_calls_in_a_row_have_it_then_replayed():
+    capture = FakeCapture()
+    runner, results = runner_on([(1, 3, 4, 4)] * 4, capture=capture)
+    assert capture.shapes == [(1, 3, 4, 4)]                          # captured once, at the second call
+    graph = runner.graphs[((1, 3, 4, 4), torch.float32, "cpu")].graph
+    assert graph.replays == 3                                         # the second call onwards
+    assert [r["out"][0, 0, 0, 0].item() for r in results] == [0, 2, 4, 6]   # each call's own input
+
+
+def test_a_size_that_keeps_changing_runs_eagerly():
+    capture = FakeCapture()
+    runner, results = runner_on([(1, 3, 4, 4), (1, 3, 8, 8)] * 3, capture=capture)
+    assert capture.shapes == [] and not runner.graphs
+    assert [r["out"].shape[-1] for r in results] == [4, 8] * 3
+
+
+def test_at_most_max_graphs_shapes_least_recently_used_released_first():
+    shapes = [(1, 3, 4, 4)] * 2 + [(1, 3, 8, 8)] * 2 + [(1, 3, 4, 4)] + [(2, 3, 4, 4)] * 2
+    runner, _ = runner_on(shapes, max_graphs=2)
+    assert [key[0] for key in runner.graphs] == [(1, 3, 4, 4), (2, 3, 4, 4)]   # (1, 3, 8, 8) released
+
+
+def test_replayed_outputs_are_copies_the_next_replay_does_not_overwrite():
+    runner, results = runner_on([(1, 3, 4, 4)] * 3)
+    assert results[1]["out"][0, 0, 0, 0].item() == 2 and results[2]["out"][0, 0, 0, 0].item() == 4
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly_from_then_on():
+    capture = FakeCapture(fail=True)
+    runner = CudaGraphRunner(double, capture=capture)
+    images = torch.ones(1, 3, 4, 4)
+    runner(images)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed.*running eagerly"):
+        outputs = runner(images)
+    assert torch.equal(outputs["out"], images * 2) and not runner.enabled
+    capture.fail = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # no second warning
+        runner(images)
+    assert capture.shapes == [] and not runner.graphs                 # no further attempt
+    with pytest.raises(ValueError, match="max_graphs"):
+        CudaGraphRunner(double, max_graphs=0)

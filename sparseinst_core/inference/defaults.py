@@ -13,4 +13,15 @@ EVAL_SCORE_THRESHOLD = 0.005
 
 DEVICES = ("auto", "cuda", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+# Exported model files (ONNX for ONNX Runtime and OpenVINO), kept across runs in one directory
+# (`export_cache`): $SPARSEINST_CACHE_DIR, else $XDG_CACHE_HOME/sparseinst, else ~/.cache/sparseinst.
+CACHE_DIR_VARIABLE = "SPARSEINST_CACHE_DIR"
+CACHE_MAX_ENTRIES = 16             # files kept, least recently used removed first
+CACHE_MAX_BYTES = 2 << 30          # 2 GiB: about 16 r50 exports (126 MB each), 40 of r18 (51 MB)
+# Input sizes an export-per-size backend keeps a live session for (least recently used closed first):
+# an ONNX Runtime session of r50_giam holds about 200 MB.
+MAX_SESSIONS = 4
+# Input shapes the torch backend keeps a captured CUDA graph for (each holds its activations' memory).
+MAX_CUDA_GRAPHS = 4

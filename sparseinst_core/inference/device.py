@@ -43,3 +43,32 @@ def precision_context(device: torch.device, precision: str):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+class HostToDevice:
+    """Moves float32 image batches to `device`; from the CPU to a GPU through a reused pinned buffer.
+
+    A pageable tensor's `.to("cuda")` blocks the host while the driver stages it through a pinned buffer
+    of its own. Copied into page-locked memory first, the batch goes to the GPU by DMA with
+    `non_blocking=True`, queued before the network's kernels on the same stream. The buffer is kept while
+    the shape stays the same; before it is overwritten, an event waits for the previous copy out of it.
+    Tensors already on `device`, and every tensor when `device` is the CPU, are only cast to float32.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffer: torch.Tensor | None = None      # pinned (B, 3, H, W) float32
+        self.copied = None                           # torch.cuda.Event recorded after the last copy
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda" or images.device.type != "cpu":
+            return images.to(self.device, torch.float32)
+        if self.buffer is None or self.buffer.shape != images.shape:
+            self.buffer = torch.empty(images.shape, dtype=torch.float32, pin_memory=True)
+        elif self.copied is not None:
+            self.copied.synchronize()
+        self.buffer.copy_(images)
+        on_device = self.buffer.to(self.device, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record(torch.cuda.current_stream(self.device))
+        return on_device
