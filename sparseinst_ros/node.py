@@ -26,9 +26,10 @@ from vision_msgs.msg import Detection2DArray
 from sparseinst_core.inference import LoadedPredictor, load_predictor
 
 from .camera_info import CameraInfoPairing, camera_info_topic
-from .conversions import ImageConversionError, check_message, compressed_to_rgb, image_to_rgb, numpy_to_image
-from .detections import draw_overlay, label_instances, resolve_class_filter, to_detection_array
+from .conversions import ImageConversionError, check_message
+from .detections import resolve_class_filter
 from .frame_loop import FrameLoop, ProcessTiming
+from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
 from .parameters import INPUT_QOS, PARAMETERS, change_error, loader_arguments, start_up_error
 from .spinning import spin_until_shutdown
@@ -57,7 +58,7 @@ class SparseInstPipeline:
         self._create_publisher = create_publisher
         self._destroy_publisher = destroy_publisher
         self.model: LoadedPredictor | None = None
-        self.allowed_classes: frozenset[int] | None = None
+        self.processor: FrameProcessor | None = None
         self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
         self.camera_info = CameraInfoPairing()
@@ -89,7 +90,7 @@ class SparseInstPipeline:
         changes = {p.name: p.value for p in parameters}
         if "classes" in changes and self.model is not None:
             try:
-                self.allowed_classes = resolve_class_filter(changes["classes"] or [], self.model.class_names)
+                self.processor.allowed_classes = resolve_class_filter(changes["classes"] or [], self.model.class_names)
             except ValueError as error:
                 return SetParametersResult(successful=False, reason=str(error))
         if self.model is not None:
@@ -106,7 +107,8 @@ class SparseInstPipeline:
             model = load_predictor(**arguments)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{error} (parameter 'weights' = {arguments['weights']!r})") from None
-        self.allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        self.processor = FrameProcessor(model, allowed_classes, self.param("max_instances"))
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
                          f"{len(model.class_names)} classes")
@@ -115,7 +117,7 @@ class SparseInstPipeline:
         """Drop the model (and the GPU memory it cached); a no-op when none is loaded."""
         if self.model is None:
             return
-        self.model = None
+        self.model = self.processor = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.logger.info("unloaded the model")
@@ -209,26 +211,14 @@ class SparseInstPipeline:
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
         (msg,) = frames                                      # the latest-frame policy: one frame per cycle
+        overlay = self.publishers.get("overlay")
+        (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
+                                   overlay=overlay is not None and overlay.get_subscription_count() > 0)
         if isinstance(msg, CompressedImage):
-            rgb = compressed_to_rgb(msg)
-            self._check_size(*rgb.shape[:2])                 # known only once decoded
-        else:
-            rgb = image_to_rgb(msg)
-        model = self.model
-        inference_start = time.monotonic()
-        result = model.predictor(rgb)
-        inference_ms = (time.monotonic() - inference_start) * 1e3
-        instances = label_instances(result, self.allowed_classes, self.param("max_instances"))
-        header, publishers = msg.header, self.publishers
-        publishers["instance_mask"].publish(numpy_to_image(instances.label_image, "mono16", header))
-        publishers["detections"].publish(to_detection_array(instances, header))
-        overlay = publishers.get("overlay")
-        if overlay is not None and overlay.get_subscription_count() > 0:
-            overlay.publish(numpy_to_image(draw_overlay(rgb, instances, model.class_names), "rgb8", header))
-        camera_info = self.camera_info.match(header)
-        if camera_info is not None:
-            publishers["camera_info"].publish(camera_info)
-        return ProcessTiming(inference_ms, _age_ms(self.node, header.stamp))
+            self._check_size(*output.image_size)              # known only once decoded
+        for name, message in output.messages.items():
+            self.publishers[name].publish(message)
+        return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
 
     def _on_process_error(self, error: Exception) -> None:
         if isinstance(error, ImageConversionError):

@@ -14,6 +14,7 @@ from sensor_msgs.msg import CameraInfo
 from sparseinst_core.inference import LoadedPredictor
 from sparseinst_ros.conversions import numpy_to_image, rgb_to_compressed
 from sparseinst_ros.frame_loop import Statistics
+from sparseinst_ros.frame_processor import FrameProcessor
 from sparseinst_ros.health import NodeGraph, Troubleshooting
 from sparseinst_ros.node import SparseInstPipeline
 from sparseinst_ros.transport import SequenceGapCounter
@@ -103,16 +104,17 @@ def test_sequence_gap_counter_ignores_restarts_and_missing_numbers():
 
 def test_class_filter_takes_names_or_integer_ids(pipeline):
     pipeline.model = LoadedPredictor(predictor=None, class_names=["circle", "square", "triangle"], description="")
+    pipeline.processor = FrameProcessor(pipeline.model)
     node = pipeline.node
     assert node.set_parameters([Parameter("classes", value=[2, 0])])[0].successful
-    assert pipeline.allowed_classes == {0, 2}
+    assert pipeline.processor.allowed_classes == {0, 2}
     assert node.set_parameters([Parameter("classes", value=["square"])])[0].successful
-    assert pipeline.allowed_classes == {1}
+    assert pipeline.processor.allowed_classes == {1}
     result = node.set_parameters([Parameter("classes", value=2.5)])[0]
     assert not result.successful and "list of class names or of integer ids" in result.reason
     result = node.set_parameters([Parameter("classes", value=[7])])[0]
     assert not result.successful and "out of range" in result.reason
-    assert pipeline.allowed_classes == {1}            # a rejected change leaves the filter as it was
+    assert pipeline.processor.allowed_classes == {1}            # a rejected change leaves the filter as it was
 
 
 def test_a_camera_info_published_elsewhere_in_the_graph_is_pointed_out_once(ros):
