@@ -9,6 +9,7 @@ from __future__ import annotations
 import _compat_pickle
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model import PRESETS, ModelConfig, SparseInst, build_model
+from ..model import PRESETS, ModelConfig, SparseInst, build_model, get_preset
 
 FORMAT_TAG = "sparseinst_core/1"
 logger = logging.getLogger(__name__)
@@ -258,15 +259,27 @@ def _check_tensors(path: Path, state_dict: dict) -> None:
     not_named = [repr(k) for k in state_dict if not isinstance(k, str)]
     if not_named:
         raise ValueError(f"checkpoint {path}: state dict keys that are not strings: {_describe(not_named)}")
-    not_tensors = [f"{k} ({type(v).__name__})" for k, v in state_dict.items()
-                   if not isinstance(v, torch.Tensor) or v.layout != torch.strided]
+    not_tensors = [f"{k} ({kind})" for k, v in state_dict.items() if (kind := _not_a_plain_tensor(v))]
     if not_tensors:
-        raise ValueError(f"checkpoint {path}: entries that are not tensors: {_describe(not_tensors)}")
+        raise ValueError(f"checkpoint {path}: entries that are not plain tensors: {_describe(not_tensors)}")
     non_finite = [k for k, v in state_dict.items()
                   if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]
     if non_finite:
         raise ValueError(f"checkpoint {path} has non-finite weights (NaN or inf) in {_describe(non_finite)}: "
                          "refused, the model would predict nothing")
+
+
+def _not_a_plain_tensor(value: object) -> str | None:
+    """What value is, when it is not a dense CPU tensor of numbers (which is all a weight can be)."""
+    if not isinstance(value, torch.Tensor):
+        return type(value).__name__
+    if value.layout != torch.strided:
+        return f"{value.layout} tensor"
+    if value.device.type != "cpu":
+        return f"tensor on {value.device.type}"
+    if value.is_quantized:
+        return "quantized tensor"
+    return None
 
 
 METADATA_KEYS = ("preset", "config", "class_names", "iteration", "label_to_category_id")
@@ -442,20 +455,22 @@ def load_model(path: str | os.PathLike, preset: str | None = None, num_classes: 
     This project's checkpoints record their preset and config. Official ones do not: pass `preset`
     (e.g. "r50_giam"); the class count is read from the class head when not given.
     """
+    if preset is not None:
+        get_preset(preset)   # the caller's mistake, named as such
     state_dict, metadata = read_checkpoint(path)
     config = metadata.get("config")
+    if config is not None and preset in (None, metadata.get("preset")):
+        build = functools.partial(SparseInst, _model_config(path, config), preset=metadata.get("preset"))
+    else:
+        preset = preset or metadata.get("preset")
+        if preset is None:
+            raise ValueError(f"{path} does not record its preset; pass preset= (e.g. 'r50_giam')")
+        class_bias = state_dict.get(CLASS_HEAD_KEYS[1])
+        if num_classes is None and class_bias is not None and class_bias.dim() == 1:
+            num_classes = class_bias.shape[0]
+        build = functools.partial(build_model, preset, num_classes=num_classes)
     try:
-        if config is not None and preset in (None, metadata.get("preset")):
-            model = SparseInst(_model_config(path, config), preset=metadata.get("preset"))
-        else:
-            preset = preset or metadata.get("preset")
-            if preset is None:
-                raise ValueError(f"{path} does not record its preset; pass preset= (e.g. 'r50_giam')")
-            class_bias = state_dict.get(CLASS_HEAD_KEYS[1])
-            if num_classes is None and class_bias is not None and class_bias.dim() == 1:
-                num_classes = class_bias.shape[0]
-            model = build_model(preset, num_classes=num_classes)
-    except (RuntimeError, TypeError) as error:   # e.g. a negative channel count in a recorded config
-        raise ValueError(f"checkpoint {path}: its config does not describe a model this version can build "
-                         f"({error})") from error
+        model = build()
+    except (ValueError, RuntimeError, TypeError) as error:   # e.g. depth 7 or a negative size in a recorded config
+        raise ValueError(f"checkpoint {path}: this version cannot build the model it describes ({error})") from error
     return model, _load_state_dict(model, state_dict, metadata, path, reinit_class_head=False)
