@@ -107,8 +107,6 @@ def test_corrupt_json_is_a_value_error_naming_the_file(coco_dir, tmp_path):
     (lambda d: d.pop("categories"), 'missing or non-list "categories"'),
     (lambda d: d["annotations"][0].update(category_id=5), "unknown category id 5"),
     (lambda d: d["annotations"][0].update(image_id=99), "unknown image id 99"),
-    (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3]]), "at least 3"),
-    (lambda d: d["annotations"][1]["segmentation"].update(size=[10, 10]), "RLE size"),
     (lambda d: d["images"][0].pop("height"), '"height"'),
 ])
 def test_invalid_annotations_are_a_value_error_saying_what_is_wrong(coco_dir, tmp_path, corrupt, message):
@@ -124,8 +122,8 @@ def test_missing_image_file_is_a_file_not_found_error_naming_the_path(coco_dir):
     dataset = CocoInstanceDataset(annotation_file, image_dir)
     with pytest.raises(FileNotFoundError, match=r"images[/\\]b\.png"):
         dataset[1]
-    with pytest.raises(FileNotFoundError, match=r"validation set: 1 image file\(s\) .* missing .*: b\.png$"):
-        dataset.check_image_files("validation set")   # up front, before a long run
+    with pytest.raises(ValueError, match=r"validation set: 1 of the 2 images .*\n  image 12 'b.png': file not found$"):
+        dataset.check("validation set")   # up front, before a long run
 
 
 def test_image_size_differing_from_the_annotations_is_a_value_error(coco_dir):
@@ -174,3 +172,127 @@ def test_synthetic_dataset_loads_in_batches_with_training_transforms(tmp_path):
             assert len(target["labels"]) == len(target["masks"])
             assert target["masks"].flatten(1).any(dim=1).all()          # no empty instance survives
             assert ((target["labels"] >= 0) & (target["labels"] < dataset.num_classes)).all()
+
+
+# ------------------------------------------------------------------ the pre-check before a long run
+def good_png(path, height=HEIGHT, width=WIDTH):
+    cv2.imwrite(str(path), np.full((height, width, 3), 90, np.uint8))
+
+
+def bad_files_dataset(root):
+    """One image for each kind of bad file or annotation, two good ones; returns (dataset, expected problems)."""
+    image_dir = root / "images"
+    image_dir.mkdir()
+    outside = root / "outside.png"
+    good_png(outside)
+    good_png(image_dir / "good.png")
+    (image_dir / "empty.png").write_bytes(b"")
+    good_png(image_dir / "taller.png", height=HEIGHT + 1)
+    (image_dir / "text.png").write_text("not an image")
+    good_png(image_dir / "cut.png")
+    (image_dir / "cut.png").write_bytes((image_dir / "cut.png").read_bytes()[:-30])   # the PNG loses its end
+    (image_dir / "link.png").symlink_to(outside)
+    for name in ("bad_rle.png", "bad_polygon.png", "negative_rle.png", "far_polygon.png", "good2.png"):
+        good_png(image_dir / name)
+    names = ["good.png", "empty.png", "taller.png", "text.png", "cut.png", "missing.png", "../../etc/passwd",
+             str(outside), "link.png", "bad_rle.png", "bad_polygon.png", "negative_rle.png", "far_polygon.png",
+             "good2.png"]
+    images = [{"id": i, "file_name": name, "height": HEIGHT, "width": WIDTH} for i, name in enumerate(names, 1)]
+    rle = compressed_rle(rectangle(2, 2, 9, 9))
+    segmentations = {10: {"counts": "ab!@#", "size": [HEIGHT, WIDTH]},
+                     11: [[1, 2, float("nan"), 4, 5, 6]],
+                     12: {"counts": [HEIGHT * WIDTH + 5, -5], "size": [HEIGHT, WIDTH]},
+                     13: [[0, 0, 10, 0, 1e12, 10]]}
+    annotations = [{"id": 100 + i, "image_id": i, "category_id": 7, "iscrowd": 0,
+                    "segmentation": segmentations.get(i, rle)} for i in range(1, len(names) + 1)]
+    annotation_file = write_annotations(root / "instances.json",
+                                        {"images": images, "annotations": annotations, "categories": CATEGORIES})
+    expected = {
+        2: "the file is empty (0 bytes)",
+        3: f"the file is {HEIGHT + 1}x{WIDTH} but the annotations say {HEIGHT}x{WIDTH}",
+        4: "not an image file that can be decoded",
+        5: "not an image file that can be decoded",
+        6: "file not found",
+        7: "the file name leaves the image folder (absolute or with '..')",
+        8: "the file name leaves the image folder (absolute or with '..')",
+        9: f"the file name leaves the image folder (a link to {outside.resolve()})",
+        10: "annotation 110: RLE counts contain '!', which is not in the encoding's alphabet ('0'..'o')",
+        11: "annotation 111: a polygon must be a list of at least 3 (x, y) pairs of finite numbers",
+        12: "annotation 112: RLE counts include a negative run length",
+        13: f"annotation 113: a polygon reaches (0..1e+12, 0..10), far outside the {WIDTH}x{HEIGHT} image",
+    }
+    return CocoInstanceDataset(annotation_file, image_dir), expected
+
+
+def test_check_finds_every_bad_file_and_annotation_before_training(tmp_path):
+    dataset, expected = bad_files_dataset(tmp_path)
+    problems = dataset.find_problems()
+    assert {p.image_id: p.problem for p in problems} == expected
+    assert len(problems) == len(expected)
+    assert {p.image_id: p.file_name for p in problems}[7] == "../../etc/passwd"
+
+
+def test_check_lists_the_count_and_the_first_problems_with_ids_and_file_names(tmp_path):
+    dataset, expected = bad_files_dataset(tmp_path)
+    with pytest.raises(ValueError) as error:
+        dataset.check("training set")
+    lines = str(error.value).splitlines()
+    assert lines[0] == (f"training set: 12 of the 14 images of {dataset.annotation_file} cannot be used "
+                        f"(12 problem(s); image folder {dataset.image_dir}):")
+    assert lines[1] == "  image 2 'empty.png': the file is empty (0 bytes)"
+    assert lines[7] == "  image 8 " + repr(dataset.coco.imgs[8]["file_name"]) + ": " + expected[8]
+    assert len(lines) == 1 + 10 + 1 and lines[-1] == "  ... and 2 more"
+
+
+def test_dropped_images_are_left_out_of_the_items(tmp_path):
+    dataset, expected = bad_files_dataset(tmp_path)
+    dataset.drop_images(p.image_id for p in dataset.find_problems())
+    assert dataset.image_ids == [1, 14] and len(dataset) == 2
+    assert dataset.find_problems() == []
+    assert [dataset[i][1]["image_id"] for i in range(2)] == [1, 14]
+
+
+def test_reading_an_image_outside_the_folder_is_refused_even_without_the_check(tmp_path):
+    dataset, _ = bad_files_dataset(tmp_path)
+    with pytest.raises(ValueError, match=r"image 7 of .*instances.json: the file name leaves the image folder"):
+        dataset.read_image(7)
+
+
+@pytest.mark.parametrize("counts, problem", [
+    ("4l", "RLE counts end in the middle of a number"),           # 'l' (48 + 60) has the "more chunks" bit
+    ("0 5", "' ', which is not in the encoding's alphabet"),
+    ("o" * 13 + "0", "more than 12 characters"),
+    ("40", "RLE counts sum to 4, expected 2000"),                  # runs of 4 and 0: well-formed, too short
+])
+def test_invalid_compressed_rle_strings_are_problems(coco_dir, tmp_path, counts, problem):
+    annotation_file, image_dir, data = coco_dir
+    data["annotations"][1]["segmentation"]["counts"] = counts
+    dataset = CocoInstanceDataset(write_annotations(tmp_path / "rle.json", data), image_dir)
+    assert [(p.image_id, problem in p.problem) for p in dataset.find_problems()] == [(11, True)]
+
+
+def test_rle_strings_decode_to_the_run_lengths_pycocotools_stores(tmp_path):
+    from sparseinst_core.data.coco import _decode_rle_counts
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = rng.random((HEIGHT, WIDTH)) < rng.random()
+        mask[rng.integers(0, HEIGHT):, rng.integers(0, WIDTH):] ^= True   # long runs too
+        text = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
+        assert _decode_rle_counts(text) == encode_uncompressed_rle(mask)["counts"]
+
+
+def test_image_size_follows_the_exif_orientation_as_opencv_decodes_it(tmp_path):
+    from PIL import Image
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6   # stored 50 wide and 40 high, shown turned by 90 degrees
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(image_dir / "turned.jpg", exif=exif)
+    images = [{"id": 1, "file_name": "turned.jpg", "height": WIDTH, "width": HEIGHT},
+              {"id": 2, "file_name": "turned.jpg", "height": HEIGHT, "width": WIDTH}]
+    annotation_file = write_annotations(tmp_path / "exif.json",
+                                        {"images": images, "annotations": [], "categories": CATEGORIES})
+    dataset = CocoInstanceDataset(annotation_file, image_dir)
+    assert dataset.read_image(1).shape == (WIDTH, HEIGHT, 3)
+    assert [(p.image_id, p.problem) for p in dataset.find_problems()] == [
+        (2, f"the file is {WIDTH}x{HEIGHT} but the annotations say {HEIGHT}x{WIDTH}")]

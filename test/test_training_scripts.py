@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from sparseinst_core import load_checkpoint, load_model
 from sparseinst_core.io.checkpoint import read_checkpoint
 from training_fixtures import (
     EVALUATE_SCRIPT, TRAIN_SCRIPT, make_dataset, read_jsonl, run_script, script_env, train_args, train_losses,
+    with_bad_images,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -118,15 +120,53 @@ def test_corrupt_annotation_file_is_a_clear_error(data, tmp_path):
 
 def test_missing_image_is_a_clear_error(data, tmp_path):
     images = tmp_path / "images"
-    images.mkdir()
-    files = sorted(data["train_images"].iterdir())
-    for path in files[1:]:
-        (images / path.name).symlink_to(path)
+    shutil.copytree(data["train_images"], images)
+    missing = sorted(images.iterdir())[0]
+    missing.unlink()
     result = run_script(TRAIN_SCRIPT, train_args({**data, "train_images": images}, tmp_path / "out",
                                                  "--max-iters", "1"))
     assert result.returncode == 1
     message = result.stdout + result.stderr
-    assert "1 image file(s)" in message and files[0].name in message and "Traceback" not in message
+    assert f"training set: 1 of the 8 images of {data['train_annotations']} cannot be used" in message
+    assert f"'{missing.name}': file not found" in message and "Traceback" not in message
+
+
+def test_bad_images_are_all_listed_before_the_first_iteration(data, tmp_path):
+    bad, problems = with_bad_images(data, tmp_path / "bad")
+    out = tmp_path / "out"
+    result = run_script(TRAIN_SCRIPT, train_args(bad, out, "--max-iters", "2"))
+    assert result.returncode == 1
+    message = result.stdout + result.stderr
+    assert f"training set: 4 of the 8 images of {bad['train_annotations']} cannot be used (4 problem(s)" in message
+    for image_id, problem in problems.items():
+        assert f"  image {image_id} " in message and problem in message, (image_id, problem)
+    assert "--skip-bad-images" in message and "Traceback" not in message
+    assert not (out / "metrics.jsonl").exists() and not (out / "last_checkpoint.pth").exists()
+
+
+def test_skip_bad_images_trains_on_the_rest_and_lists_them(data, tmp_path):
+    bad, problems = with_bad_images(data, tmp_path / "bad")
+    out = tmp_path / "out"
+    result = run_script(TRAIN_SCRIPT, train_args(bad, out, "--max-iters", "2", "--skip-bad-images"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"training set: skipping 4 of 8 images (4 problem(s), listed in {out / 'skipped_images.json'})" \
+        in result.stdout + result.stderr
+    skipped = json.loads((out / "skipped_images.json").read_text())
+    assert list(skipped) == ["training set"]
+    assert {entry["image_id"]: entry["problem"] for entry in skipped["training set"]}.keys() == problems.keys()
+    assert all(problems[entry["image_id"]] in entry["problem"] for entry in skipped["training set"])
+    assert "training set 4 images" in result.stdout and (out / "model_final.pth").exists()
+
+
+def test_evaluate_lists_bad_images_before_loading_the_model(data, tmp_path):
+    bad, problems = with_bad_images(data, tmp_path / "bad")
+    result = run_script(EVALUATE_SCRIPT, ["--preset", "r18_giam", "--weights", str(tmp_path / "none.pth"),
+                                          "--val-json", str(bad["train_annotations"]),
+                                          "--val-images", str(bad["train_images"]), "--output-dir", str(tmp_path)])
+    assert result.returncode == 1
+    message = result.stdout + result.stderr
+    assert "evaluation set: 4 of the 8 images" in message and "Traceback" not in message
+    assert all(problem in message for problem in problems.values())
 
 
 def test_evaluate_reports_a_missing_weights_file(data, tmp_path):

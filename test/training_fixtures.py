@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -97,3 +98,32 @@ def train_losses(output_dir: Path) -> dict[int, dict[str, float]]:
     """Per-iteration training losses from OUT/metrics.jsonl."""
     return {r["iteration"]: {k: v for k, v in r.items() if k.startswith("loss")}
             for r in read_jsonl(output_dir / "metrics.jsonl") if "loss" in r}
+
+
+def with_bad_images(data: dict[str, Path], root: Path) -> tuple[dict[str, Path], dict[int, str]]:
+    """A copy of data's training split in which four images are bad the way users' data gets bad: an empty
+    file, a file of another size than annotated, an invalid RLE string, and a file name that leaves the
+    image folder (to a real image). Returns the data and {image id: the problem the pre-check reports}."""
+    image_dir = root / "train"
+    shutil.copytree(data["train_images"], image_dir)
+    coco = json.loads(data["train_annotations"].read_text())
+    images = sorted(coco["images"], key=lambda image: image["id"])
+    annotated = {ann["image_id"] for ann in coco["annotations"]}
+    empty, resized, escaping = images[:3]
+    bad_rle = next(image for image in images[3:] if image["id"] in annotated)
+    (image_dir / empty["file_name"]).write_bytes(b"")
+    resized["height"] += 8
+    shutil.copy(image_dir / escaping["file_name"], root / "outside.png")
+    escaping["file_name"] = "../outside.png"
+    ann = next(ann for ann in coco["annotations"] if ann["image_id"] == bad_rle["id"])
+    ann["segmentation"] = {"counts": "#not an RLE", "size": [bad_rle["height"], bad_rle["width"]]}
+    annotation_file = root / "train.json"
+    annotation_file.write_text(json.dumps(coco))
+    problems = {
+        empty["id"]: "the file is empty (0 bytes)",
+        resized["id"]: f"the file is {resized['height'] - 8}x{resized['width']} but the annotations say "
+                       f"{resized['height']}x{resized['width']}",
+        escaping["id"]: "the file name leaves the image folder",
+        bad_rle["id"]: f"annotation {ann['id']}: RLE counts contain '#'",
+    }
+    return {**data, "train_annotations": annotation_file, "train_images": image_dir}, problems

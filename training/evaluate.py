@@ -73,7 +73,7 @@ def label_mapping(report_metadata: dict, dataset: CocoInstanceDataset, num_class
 
 def run(args, ctx, logger) -> int:
     dataset = CocoInstanceDataset(args.val_json, args.val_images)
-    dataset.check_image_files("evaluation set")
+    dataset.check("evaluation set")
     model, report = load_model(args.weights, preset=args.preset)
     mapping = label_mapping(report.metadata, dataset, model.num_classes)
     min_size = args.input_size or model.config.min_size_test

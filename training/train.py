@@ -3,16 +3,20 @@
     python training/train.py --preset r18_giam --train-json J --train-images DIR \\
         --val-json J --val-images DIR --output-dir OUT [--max-iters N] [--batch-size B] [--lr LR] \\
         [--input-sizes 224,256,288] [--max-size S] [--weights W] [--resume] [--device D]
+        [--skip-bad-images]
     torchrun --nproc_per_node 4 training/train.py ...   (same arguments; --batch-size is the global batch)
 
 Writes OUT/last_checkpoint.pth (every --checkpoint-period iterations and on SIGTERM/SIGINT, resumable
 with --resume), OUT/model_final.pth, OUT/metrics.jsonl, OUT/metrics.json (final "segm/AP", "segm/AP50",
-...), OUT/training_curves.png, OUT/tensorboard/ and OUT/log.txt.
+...), OUT/training_curves.png, OUT/tensorboard/ and OUT/log.txt. Every image and annotation is
+checked before the first iteration; --skip-bad-images leaves out the bad ones and lists them in
+OUT/skipped_images.json.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,6 +49,7 @@ from sparseinst_core.training.optimizer import build_optimizer, build_scheduler,
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 FINAL_MODEL = "model_final.pth"
+SKIPPED_IMAGES = "skipped_images.json"
 
 
 def int_list(text: str) -> list[int]:
@@ -89,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "when the class count differs")
     parser.add_argument("--resume", action="store_true",
                         help=f"continue from OUTPUT_DIR/{LAST_CHECKPOINT} (model, optimiser, schedule, RNG)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help=f"train on the images that pass the pre-check; the others are listed in "
+                             f"OUTPUT_DIR/{SKIPPED_IMAGES}")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per process)")
     parser.add_argument("--num-classes", type=int,
                         help="classes of the model (default: the categories in --train-json)")
@@ -142,14 +150,25 @@ class StopSignal:
         self.signum = signum
 
 
-def build_datasets(args):
+def build_datasets(args, logger, is_main: bool):
     train_set = CocoInstanceDataset(args.train_json, args.train_images, build_train_transforms(
         args.input_sizes, args.max_size, crop_probability=args.crop_probability))
     val_set = CocoInstanceDataset(args.val_json, args.val_images)
-    train_set.check_image_files("training set")
-    val_set.check_image_files("validation set")
+    skipped = {}
+    for what, dataset in (("training set", train_set), ("validation set", val_set)):
+        problems = dataset.find_problems()
+        if problems and not args.skip_bad_images:
+            raise ValueError(dataset.describe_problems(what, problems) +
+                             f"\n--skip-bad-images trains on the other images and lists these in {SKIPPED_IMAGES}")
+        if problems:
+            dataset.drop_images(p.image_id for p in problems)
+            skipped[what] = [dataclasses.asdict(p) for p in problems]
+            logger.warning(f"{what}: skipping {len(dataset.coco.imgs) - len(dataset)} of {len(dataset.coco.imgs)} "
+                           f"images ({len(problems)} problem(s), listed in {args.output_dir / SKIPPED_IMAGES})")
+    if skipped and is_main:
+        (args.output_dir / SKIPPED_IMAGES).write_text(json.dumps(skipped, indent=1))
     if len(train_set) == 0:
-        raise ValueError(f"{args.train_json} lists no images")
+        raise ValueError(f"{args.train_json} lists no images" + (" that pass the pre-check" if skipped else ""))
     unknown = sorted(set(train_set.label_to_category_id) - set(val_set.coco.cats))
     if unknown:
         raise ValueError(f"category ids {unknown} of {args.train_json} are not in {args.val_json}")
@@ -174,7 +193,7 @@ class Trainer:
             raise ValueError(f"--batch-size {args.batch_size} is not divisible by the {ctx.world_size} processes")
         per_rank_batch = args.batch_size // ctx.world_size
 
-        train_set, val_set = build_datasets(args)
+        train_set, val_set = build_datasets(args, logger, ctx.is_main)
         self.num_classes = args.num_classes or train_set.num_classes
         if self.num_classes < train_set.num_classes:
             raise ValueError(f"--num-classes {self.num_classes} is smaller than the {train_set.num_classes} "
