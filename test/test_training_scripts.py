@@ -131,6 +131,33 @@ def test_missing_image_is_a_clear_error(data, tmp_path):
     assert f"'{missing.name}': file not found" in message and "Traceback" not in message
 
 
+def snapshot(folder):
+    """Every file under folder with its size, modification time and content hash."""
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_finished_run_is_never_silently_replaced(data, tmp_path):
+    out = tmp_path / "run"
+    first = run_script(TRAIN_SCRIPT, train_args(data, out, "--max-iters", "3"))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = snapshot(out)
+
+    again = run_script(TRAIN_SCRIPT, train_args(data, out, "--max-iters", "3"))
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        f"error: --output-dir {out} holds a training run (last_checkpoint.pth, model_final.pth, metrics.jsonl, "
+        "metrics.json); pass --resume to continue it or --overwrite to delete it and start afresh")
+    assert snapshot(out) == before   # not even log.txt was appended to
+
+    fresh = run_script(TRAIN_SCRIPT, train_args(data, out, "--max-iters", "2", "--overwrite"))
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert sorted(r["iteration"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r) == [1, 2]
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 2
+    assert len(list((out / "tensorboard").iterdir())) == 1           # no curves of the old run
+    assert (out / "log.txt").read_text().count("model r18_giam") == 1
+
+
 def test_bad_images_are_all_listed_before_the_first_iteration(data, tmp_path):
     bad, problems = with_bad_images(data, tmp_path / "bad")
     out = tmp_path / "out"

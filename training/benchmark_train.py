@@ -55,7 +55,8 @@ def train_command(args, extra: list[str]) -> list[str]:
             "--train-json", str(args.data / "annotations" / "train.json"), "--train-images", str(args.data / "train"),
             "--val-json", str(args.data / "annotations" / "val.json"), "--val-images", str(args.data / "val"),
             "--output-dir", str(args.output_dir), "--max-iters", str(args.max_iters),
-            "--eval-period", str(args.eval_period), "--checkpoint-period", str(args.eval_period), *extra]
+            "--eval-period", str(args.eval_period), "--checkpoint-period", str(args.eval_period),
+            *([] if "--resume" in extra else ["--overwrite"]), *extra]   # a benchmark starts afresh
 
 
 def print_curves(output_dir: Path) -> None:

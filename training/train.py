@@ -2,15 +2,16 @@
 
     python training/train.py --preset r18_giam --train-json J --train-images DIR \\
         --val-json J --val-images DIR --output-dir OUT [--max-iters N] [--batch-size B] [--lr LR] \\
-        [--input-sizes 224,256,288] [--max-size S] [--weights W] [--resume] [--device D]
+        [--input-sizes 224,256,288] [--max-size S] [--weights W] [--resume | --overwrite] [--device D]
         [--skip-bad-images]
     torchrun --nproc_per_node 4 training/train.py ...   (same arguments; --batch-size is the global batch)
 
 Writes OUT/last_checkpoint.pth (every --checkpoint-period iterations and on SIGTERM/SIGINT, resumable
 with --resume), OUT/model_final.pth, OUT/metrics.jsonl, OUT/metrics.json (final "segm/AP", "segm/AP50",
-...), OUT/training_curves.png, OUT/tensorboard/ and OUT/log.txt. Every image and annotation is
-checked before the first iteration; --skip-bad-images leaves out the bad ones and lists them in
-OUT/skipped_images.json.
+...), OUT/training_curves.png, OUT/tensorboard/ and OUT/log.txt. An OUT that already holds a run is
+refused unless --resume (continue it) or --overwrite (delete its files first) is given. Every image and
+annotation is checked before the first iteration; --skip-bad-images leaves out the bad ones and lists
+them in OUT/skipped_images.json.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -50,6 +52,10 @@ from sparseinst_core.training.optimizer import build_optimizer, build_scheduler,
 LAST_CHECKPOINT = "last_checkpoint.pth"
 FINAL_MODEL = "model_final.pth"
 SKIPPED_IMAGES = "skipped_images.json"
+# A folder holding any of these holds a run that a new one must not silently replace.
+RUN_FILES = (LAST_CHECKPOINT, FINAL_MODEL, METRICS_JSONL, "metrics.json")
+# Everything a run writes into the folder: what --overwrite deletes (nothing else of the folder's).
+RUN_OUTPUTS = (*RUN_FILES, CURVES_PNG, "log.txt", SKIPPED_IMAGES, "tensorboard", "inference")
 
 
 def int_list(text: str) -> list[int]:
@@ -92,8 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path,
                         help="initial weights (official .pth or ours); the class head is re-initialised "
                              "when the class count differs")
-    parser.add_argument("--resume", action="store_true",
-                        help=f"continue from OUTPUT_DIR/{LAST_CHECKPOINT} (model, optimiser, schedule, RNG)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help=f"continue from OUTPUT_DIR/{LAST_CHECKPOINT} (model, optimiser, schedule, RNG)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="delete the files of the run already in OUTPUT_DIR and start afresh")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help=f"train on the images that pass the pre-check; the others are listed in "
                              f"OUTPUT_DIR/{SKIPPED_IMAGES}")
@@ -371,9 +380,35 @@ def _jsonable(values: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
+def previous_run(output_dir: Path) -> list[str]:
+    """The files of an earlier run in output_dir, which a new run would replace or mix with."""
+    return [name for name in RUN_FILES if (output_dir / name).exists()]
+
+
+def delete_run(output_dir: Path) -> None:
+    """Deletes what a run writes into output_dir (RUN_OUTPUTS), so that a new run does not mix with it."""
+    for name in RUN_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before anything writes into the folder (the logger creates log.txt, MetricsLog truncates metrics.jsonl).
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        print(f"error: --output-dir {args.output_dir} is a file, not a folder", file=sys.stderr)
+        return 2
+    previous = previous_run(args.output_dir)
+    if previous and not (args.resume or args.overwrite):
+        print(f"error: --output-dir {args.output_dir} holds a training run ({', '.join(previous)}); pass --resume "
+              "to continue it or --overwrite to delete it and start afresh", file=sys.stderr)
+        return 2
     ctx = init_distributed(args.device)
+    if args.overwrite and ctx.is_main:
+        delete_run(args.output_dir)
     logger = setup_logger(args.output_dir, ctx.rank)
     try:
         return Trainer(args, ctx, logger).train()
