@@ -67,7 +67,7 @@ class CocoInstanceDataset(Dataset):
         """Everything that would stop training or evaluation on an image, for every image, in image id order:
         sizes, file names that leave the image folder, missing, empty or undecodable files, a file size
         other than the annotated one, and invalid polygons or RLEs. Only image headers are read, not the
-        pixels, so a COCO-size set is checked in well under a minute."""
+        pixels: about 0.7 ms per image on a busy 2-core machine, so COCO's 118k images take a minute or two."""
         image_dir = self.image_dir.resolve()
         problems = []
         for image_id in self.image_ids:
