@@ -4,7 +4,8 @@ Scenes have a textured background (smooth noise, a gradient or stripes) and 1-6 
 classes, drawn one after another so that later shapes partly cover earlier ones; every annotation
 describes the visible part only. Category ids are deliberately not contiguous (1, 3, 5, ...) so that
 the id <-> label mapping of the data pipeline is exercised. Everything is deterministic for a seed:
-each image draws from its own generator seeded with (seed, split, index).
+each image draws from its own generator seeded with (seed, split, index). The drawing pieces (shape_mask,
+shape_colour, render_background, add_sensor_noise) also draw the moving scenes of rgbd_sequences.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ PLACEMENT_ATTEMPTS = 30
 # theirs in this style so that the model sees what it was trained on.
 DEMO_STYLE = {"shape_sizes": (0.15, 0.5), "class_colours": True}
 CLASS_HUE_BAND = 20.0           # with class_colours: hue = class centre (360 / classes apart) +- this, degrees
+ELLIPSE_ASPECTS = (0.35, 0.6)   # range of an ellipse's minor / major axis ratio
 
 
 @dataclass
@@ -74,7 +76,7 @@ def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
         raise ValueError(f"need 0 <= min_instances <= max_instances, got {min_instances}, {max_instances}")
     labels_allowed = _class_labels(class_names)
 
-    image = _render_background(rng, height, width)
+    image = render_background(rng, height, width)
     layers: list[tuple[np.ndarray, int, bool]] = []   # (full mask, label, is_crowd), bottom to top
 
     if rng.random() < crowd_probability:
@@ -94,7 +96,7 @@ def render_annotated_scene(rng: np.random.Generator, height: int, width: int,
                 layers.append((shape_mask, label, False))
                 break
 
-    image = _add_sensor_noise(rng, image)
+    image = add_sensor_noise(rng, image)
     visible = _visible_masks([mask for mask, _, _ in layers])
     instances = [(m, lab) for m, (_, lab, crowd) in zip(visible, layers) if not crowd and m.sum() > 0]
     crowds = [(m, lab) for m, (_, lab, crowd) in zip(visible, layers) if crowd and m.sum() > 0]
@@ -227,19 +229,29 @@ def _sample_diameter(rng: np.random.Generator, shorter_side: int, shape_sizes: t
 
 
 def _shape_mask(rng: np.random.Generator, height: int, width: int, label: int, diameter: float) -> np.ndarray:
-    """Full (H, W) bool mask of one shape; the centre is kept inside the image so at most a small part of
-    the shape is cut by the border."""
+    """Full (H, W) bool mask of one random shape; the centre is kept inside the image so at most a small part
+    of the shape is cut by the border."""
     radius = diameter / 2
     centre = np.array([rng.uniform(radius * 0.5, width - radius * 0.5),
                        rng.uniform(radius * 0.5, height - radius * 0.5)])
     angle = rng.uniform(0, 2 * np.pi)
+    aspect = rng.uniform(*ELLIPSE_ASPECTS) if SYNTHETIC_CLASSES[label] == "ellipse" else 1.0
+    return shape_mask(height, width, label, centre, radius, angle, aspect)
+
+
+def shape_mask(height: int, width: int, label: int, centre: Sequence[float], radius: float, angle: float,
+               aspect: float = 1.0) -> np.ndarray:
+    """(H, W) bool mask of the shape of class `label` (indexing SYNTHETIC_CLASSES) centred at (x, y) pixels,
+    `radius` pixels to its outer vertices, turned by `angle` radians; an ellipse's minor axis is `aspect`
+    times its major one (ELLIPSE_ASPECTS in generated scenes)."""
+    centre = np.asarray(centre, dtype=np.float64)
     name = SYNTHETIC_CLASSES[label]
     mask = np.zeros((height, width), np.uint8)
     if name == "circle":
         cv2.circle(mask, _int_point(centre), int(round(radius)), 1, thickness=-1)
         return mask.astype(bool)
     if name == "ellipse":
-        axes = (int(round(radius)), int(round(radius * rng.uniform(0.35, 0.6))))
+        axes = (int(round(radius)), int(round(radius * aspect)))
         cv2.ellipse(mask, _int_point(centre), axes, float(np.degrees(angle)), 0, 360, 1, thickness=-1)
         return mask.astype(bool)
     if name == "star":
@@ -301,7 +313,7 @@ def _stack(items: list[tuple[np.ndarray, int]], height: int, width: int) -> tupl
     return np.stack([mask for mask, _ in items]), np.array([label for _, label in items], np.int64)
 
 
-def _render_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def render_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 texture: smooth colour noise, a linear gradient, or stripes."""
     kind = rng.integers(3)
     if kind == 0:
@@ -325,7 +337,7 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, label:
     """Fills mask with a solid colour that stands out from what it covers, with a mild shading. The colour
     is random, or (label given) of random saturation and brightness in the class's hue band."""
     under = image[mask].astype(np.float32).mean(axis=0)
-    candidates = [_random_colour(rng, label) for _ in range(20)]
+    candidates = [shape_colour(rng, label) for _ in range(20)]
     distances = [float(np.linalg.norm(colour - under)) for colour in candidates]
     far_enough = [colour for colour, distance in zip(candidates, distances) if distance >= MIN_COLOUR_DISTANCE]
     if far_enough:
@@ -339,7 +351,7 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, label:
     image[ys, xs] = np.clip(colour[None] * shading[:, None], 0, 255).astype(np.uint8)
 
 
-def _random_colour(rng: np.random.Generator, label: int | None) -> np.ndarray:
+def shape_colour(rng: np.random.Generator, label: int | None) -> np.ndarray:
     """RGB float colour: uniform, or with a hue in the band of `label` (see CLASS_HUE_BAND)."""
     if label is None:
         return rng.uniform(0, 255, size=3)
@@ -348,7 +360,8 @@ def _random_colour(rng: np.random.Generator, label: int | None) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
-def _add_sensor_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def add_sensor_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A camera's pixel noise on a uint8 image: Gaussian, 4 grey levels standard deviation."""
     noisy = image.astype(np.float32) + 4.0 * rng.standard_normal(size=image.shape, dtype=np.float32)
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
