@@ -7,7 +7,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 # rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
 export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
-.PHONY: install demo demo-offline test bench bench-train bench-node clean
+.PHONY: install demo demo-offline test bench bench-train bench-node bench-gpu clean
 
 install: $(STAMP)
 
@@ -36,6 +36,16 @@ bench-train: install
 
 bench-node: install
 	$(PY) -m sparseinst_ros.tools.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
+
+# On a GPU machine, with its own python3 (PyTorch there), not the venv: wheels that scripts/gpu_wheels.sh
+# put in .whl/ are installed into /tmp/site first. docs/gpu.md says how; without CUDA it exits 2.
+GPU_PYTHON ?= python3
+BENCH_GPU_OUTPUT ?= docs
+bench-gpu:
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+		--no-cache-dir --upgrade --target /tmp/site .whl/*.whl; fi
+	PYTHONPATH=/tmp/site$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 \
+		$(GPU_PYTHON) -m sparseinst_core.tools.benchmark_gpu --output-dir $(BENCH_GPU_OUTPUT)
 
 clean:
 	rm -rf build outputs .pytest_cache
