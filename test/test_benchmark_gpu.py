@@ -49,8 +49,9 @@ def test_every_step_runs_on_the_cpu_and_writes_both_reports(tmp_path, one_thread
     assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for m in ("cuda_graphs", "optimized", "eager") for b in (1, 2)]
     assert all(r["input"] == [64, 96] and len(r["end_to_end_s"]) >= 2 and r["instances"] == 100 * r["batch"]
                for r in rows)
+    assert not any(r["graph_captured"] for r in rows)                  # no graphs on the CPU, and the page says so
     page = (tmp_path / "gpu.md").read_text()
-    assert page.count("| r18_giam | 64 | 64x96 | fp32 |") == 6
+    assert page.count("| r18_giam | 64 | 64x96 | fp32 |") == 6 and page.count("capture failed: eager") == 2
     assert results["headline"] == {"single_stream_fps": None, "batch4_images_per_s": None}   # no r50 608 fp16 row
     assert any("not measured" in line for line in lines)
 

@@ -39,8 +39,10 @@ class TorchBackend:
     """A SparseInst model in PyTorch; `optimize=True` runs `optimize_for_inference`'s copy of it.
 
     Takes batches on any device: on a GPU, CPU batches are copied through a pinned buffer without
-    blocking (`HostToDevice`). `cuda_graphs=True` (on a GPU; ignored on the CPU) replays a captured CUDA
-    graph for an input shape met twice in a row, at most `max_cuda_graphs` shapes (`CudaGraphRunner`).
+    blocking (`HostToDevice`). `cuda_graphs=True` replays a captured CUDA graph of the optimised model for
+    an input shape met twice in a row, at most `max_cuda_graphs` shapes (`CudaGraphRunner`); it applies on
+    a GPU with `optimize=True` and is ignored otherwise (the plain model runs under autocast, whose cast
+    weights are not meant to live in a graph).
     """
 
     name = "torch"
@@ -62,7 +64,7 @@ class TorchBackend:
             self.autocast = precision != "fp32"
         self.to_device = HostToDevice(self.device)
         self.graphs = (CudaGraphRunner(self.forward, max_cuda_graphs)
-                       if cuda_graphs and self.device.type == "cuda" else None)
+                       if cuda_graphs and optimize and self.device.type == "cuda" else None)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The network on a float32 batch already on the device (eagerly)."""

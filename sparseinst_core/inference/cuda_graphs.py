@@ -43,7 +43,8 @@ class CapturedGraph:
 
 def capture_graph(forward: Callable[[torch.Tensor], Outputs], example: torch.Tensor) -> CapturedGraph:
     """Record `forward` on a static copy of `example` (a CUDA tensor), as PyTorch's CUDA graph notes say:
-    warm-up passes on a side stream, then the capture in the graph's own memory pool."""
+    warm-up passes on a side stream, then the capture in the graph's own memory pool (freed with it).
+    Called in inference mode, like every later replay."""
     static_input = example.clone()
     stream = torch.cuda.Stream(device=example.device)
     stream.wait_stream(torch.cuda.current_stream(example.device))
@@ -52,7 +53,9 @@ def capture_graph(forward: Callable[[torch.Tensor], Outputs], example: torch.Ten
             forward(static_input)
     torch.cuda.current_stream(example.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: CUDA work of the caller's other threads (a node publishing results) does not
+    # invalidate the capture; only this thread's must be capturable.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         static_outputs = forward(static_input)
     return CapturedGraph(graph, static_input, static_outputs)
 

@@ -100,6 +100,7 @@ class Row:
     end_to_end_s: list[float] = field(default_factory=list)
     network_s: list[float] = field(default_factory=list)
     instances: int = 0
+    graph_captured: bool = False    # the cuda_graphs mode really replays a graph (a failed capture runs eagerly)
     skipped: str | None = None
 
     @property
@@ -212,6 +213,7 @@ def measure_row(row: Row, model, device: torch.device, seconds: float, min_calls
         row.network_s = time_calls(lambda: predictor.backend(batch), device, seconds / 2, min_calls)
         result = call()
     row.instances = len(result) if row.batch == 1 else sum(len(r) for r in result)
+    row.graph_captured = bool(predictor.backend.graphs is not None and predictor.backend.graphs.graphs)
 
 
 def planned_rows(presets, sizes, precisions, modes, batches, frame_shape=CAMERA_SHAPE) -> list[Row]:
@@ -306,8 +308,10 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| {row['preset']} | {row['size']} | {row['input'][0]}x{row['input'][1]} | {row['precision']} "
                          f"| {row['mode']} | {row['batch']} | skipped: {s['skipped']} | | |")
             continue
+        mode = row["mode"] + (" (capture failed: eager)" if row["mode"] == "cuda_graphs" and not row["graph_captured"]
+                              else "")
         lines.append(f"| {row['preset']} | {row['size']} | {row['input'][0]}x{row['input'][1]} | {row['precision']} | "
-                     f"{row['mode']} | {row['batch']} | {s['end_to_end_ms_median']:.2f} | {s['images_per_s']:.0f} | "
+                     f"{mode} | {row['batch']} | {s['end_to_end_ms_median']:.2f} | {s['images_per_s']:.0f} | "
                      f"{s['network_ms_median']:.2f} |")
     lines += ["", "Raw per-call times: gpu.json beside this page.", ""]
     return "\n".join(lines)
