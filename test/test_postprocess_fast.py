@@ -1,9 +1,13 @@
-"""The fast post-processing against the official two-step procedure (`postprocess_reference`)."""
+"""The fast post-processing against the official two-step procedure (`postprocess_reference`), and the
+masks pasted into crops (`postprocess_crops`) against the single resize to the whole image."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sparseinst_core.inference.postprocess import postprocess, postprocess_reference, resize_masks_to_original
+from sparseinst_core.inference import mask_paste
+from sparseinst_core.inference.postprocess import (
+    instance_scores, postprocess, postprocess_crops, postprocess_reference, resize_masks_to_original)
 
 
 def decoder_outputs(padded_size, num_queries=100, num_classes=7, seed=0):
@@ -87,3 +91,106 @@ def test_masks_not_at_a_quarter_of_the_padded_size_are_rejected():
     logits, objectness, masks = decoder_outputs((64, 64))
     with pytest.raises(ValueError, match="1/4 of the padded"):
         postprocess(logits, objectness, masks, (64, 96), (64, 90), (64, 90), 0.2, 0.45)
+
+
+# ------------------------------------------------------------------------------ masks pasted into crops
+CROP_GEOMETRIES = GEOMETRIES + [
+    ((96, 128), (90, 120), (15, 20)),         # original smaller than the 1/4 map: pixels skip samples
+    ((64, 96), (60, 80), (700, 900)),         # large upscale: crops far larger than their windows
+]
+
+
+def single_resize_probabilities(masks, order, resized, original):
+    """The float values the single resize thresholds, (K, H, W), in `order`."""
+    probs = masks.sigmoid()[order]
+    rows, cols = min(probs.shape[1], -(-resized[0] // 4) + 1), min(probs.shape[2], -(-resized[1] // 4) + 1)
+    return torch.ops.aten.upsample_bilinear2d(probs[:, None, :rows, :cols], list(original), False,
+                                              4.0 * original[0] / resized[0], 4.0 * original[1] / resized[1])[:, 0]
+
+
+def assert_crops_match_the_single_resize(outputs, padded, resized, original, score_threshold=0.2, max_instances=100):
+    """Same scores and labels as `postprocess(sort=True)` cut to `max_instances`; the same masks, except
+    pixels whose probability is at the threshold to float rounding; every pixel the resize sets in a crop."""
+    scores, labels, masks = postprocess(*outputs, padded, resized, original, score_threshold, 0.45, sort=True)
+    crop_scores, crop_labels, crops = postprocess_crops(*outputs, padded, resized, original, score_threshold, 0.45,
+                                                        max_instances=max_instances)
+    assert torch.equal(crop_scores, scores[:max_instances]) and torch.equal(crop_labels, labels[:max_instances])
+    assert crops.num_instances == len(crop_scores) and crops.image_size == tuple(original)
+    expected = masks[:max_instances].numpy()
+    actual = crops.numpy().to_masks()
+    covered = np.zeros_like(expected)
+    for instance, (x0, y0, x1, y1) in zip(crops.instances, crops.boxes):
+        covered[instance, y0:y1, x0:x1] = True
+    assert not (expected & ~covered).any()                # no pixel the resize sets lies outside the crops
+    differs = actual != expected
+    if differs.any():
+        order = torch.argsort(postprocess(*outputs, padded, resized, original, score_threshold, 0.45)[0],
+                              descending=True, stable=True)
+        keep = torch.nonzero(instance_scores(outputs[0], outputs[1])[0] > score_threshold).squeeze(1)
+        probs = single_resize_probabilities(outputs[2][keep], order[:max_instances], resized, original).numpy()
+        assert (np.abs(probs[differs] - 0.45) < 1e-5).all()
+    return crops
+
+
+@pytest.mark.parametrize("padded,resized,original", CROP_GEOMETRIES)
+def test_crops_equal_the_single_resize_inside_and_hold_all_it_sets(padded, resized, original):
+    crops = assert_crops_match_the_single_resize(decoder_outputs(padded), padded, resized, original)
+    assert len(crops) > 10
+
+
+def test_noisy_masks_all_kept_give_the_same_masks():
+    """Random-weights-like masks: logits near the threshold everywhere, every query kept."""
+    padded, resized, original = GEOMETRIES[0]
+    logits, objectness, masks = decoder_outputs(padded, seed=4)
+    noise = torch.randn(masks.shape, generator=torch.Generator().manual_seed(5)) * 0.3
+    assert_crops_match_the_single_resize((logits, objectness, noise), padded, resized, original, score_threshold=0.0)
+
+
+def test_max_instances_keeps_the_best_scores():
+    padded, resized, original = GEOMETRIES[1]
+    crops = assert_crops_match_the_single_resize(decoder_outputs(padded), padded, resized, original, max_instances=5)
+    assert crops.num_instances == 5 and set(crops.instances.tolist()) <= set(range(5))
+    _, _, none = postprocess_crops(*decoder_outputs(padded), padded, resized, original, 0.2, 0.45, max_instances=0)
+    assert none.num_instances == 0 and len(none) == 0
+
+
+def blobs(padded, centres, radius=3.0):
+    """One query whose mask logits are positive in discs (on the 1/4 map) around `centres`, else -8."""
+    hq, wq = padded[0] // 4, padded[1] // 4
+    ys, xs = torch.meshgrid(torch.arange(hq), torch.arange(wq), indexing="ij")
+    inside = torch.zeros(hq, wq, dtype=torch.bool)
+    for cy, cx in centres:
+        inside |= (ys - cy) ** 2 + (xs - cx) ** 2 <= radius ** 2
+    masks = torch.where(inside, 8.0, -8.0)[None]
+    return torch.full((1, 2), 4.0), torch.full((1, 1), 4.0), masks
+
+
+def test_parts_far_apart_get_crops_of_their_own():
+    padded, resized, original = GEOMETRIES[0]
+    outputs = blobs(padded, [(10, 10), (150, 200)])
+    crops = assert_crops_match_the_single_resize(outputs, padded, resized, original)
+    assert len(crops) == 2
+    areas = (crops.boxes[:, 2] - crops.boxes[:, 0]) * (crops.boxes[:, 3] - crops.boxes[:, 1])
+    assert areas.sum() < 0.02 * original[0] * original[1]
+    close = assert_crops_match_the_single_resize(blobs(padded, [(50, 50), (50, 56)]), padded, resized, original)
+    assert len(close) == 1
+
+
+@pytest.mark.parametrize("settings", [
+    {"BATCHED_CROP_SIZE": 10 ** 6},                                    # every crop in the batched products
+    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 10.0},              # every crop by aten's resize where it can
+    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 0.0, "BAND_PIXELS": 37},  # banded products
+    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 0.0, "BAND_PIXELS": 10 ** 6},   # one product per axis (GPU)
+])
+@pytest.mark.parametrize("padded,resized,original", [CROP_GEOMETRIES[0], CROP_GEOMETRIES[2], CROP_GEOMETRIES[5]])
+def test_every_way_of_resizing_a_crop_gives_the_same_masks(monkeypatch, settings, padded, resized, original):
+    for name, value in settings.items():
+        monkeypatch.setattr(mask_paste, name, value)
+    assert_crops_match_the_single_resize(decoder_outputs(padded, num_queries=30), padded, resized, original)
+
+
+def test_crops_of_nothing_above_the_threshold():
+    padded, resized, original = GEOMETRIES[1]
+    scores, labels, crops = postprocess_crops(*decoder_outputs(padded), padded, resized, original, 1.0, 0.45)
+    assert scores.shape == (0,) and labels.shape == (0,) and len(crops) == 0
+    assert crops.numpy().to_masks().shape == (0, *original)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparseinst_core import Predictor, build_model
+from sparseinst_core import Instances, Predictor, build_model
 from sparseinst_core.model import resized_shape
 from sparseinst_core.model.presets import ModelConfig
 
@@ -171,3 +171,44 @@ def test_device_and_precision_errors():
         Predictor(model, device="cpu", precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         Predictor(model, device="cpu", precision="int8")
+
+
+@pytest.mark.parametrize("postprocess", ["fast", "reference"])
+def test_max_instances_keeps_the_best_scores(postprocess):
+    logits = torch.tensor([[[logit(0.3)], [logit(0.9)], [logit(0.6)], [logit(0.8)]]])
+    model = ScriptedModel(logits, torch.zeros(1, 4, 1), lambda h, w: torch.full((4, h, w), POS))
+    predictor = Predictor(model, min_size=32, max_size=32, score_threshold=0.0, device="cpu",
+                          postprocess=postprocess, max_instances=2)
+    result = predictor(np.zeros((32, 32, 3), np.uint8))
+    assert result.scores.tolist() == pytest.approx([math.sqrt(0.9 * 0.5), math.sqrt(0.8 * 0.5)], rel=1e-3)
+    assert result.masks.shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="max_instances"):
+        Predictor(model, device="cpu", max_instances=-1)
+
+
+def test_masks_come_as_crops_and_as_full_masks_on_demand():
+    def square(h, w):
+        m = torch.full((2, h, w), NEG)
+        m[0, 2:6, 3:8] = POS                               # 16x20 px of the 64x64 input
+        return m
+    result = Predictor(one_query_model(mask=square), min_size=64, max_size=64, score_threshold=0.3,
+                       device="cpu")(np.zeros((64, 64, 3), np.uint8))
+    crops = result.mask_crops
+    assert crops.num_instances == 1 and crops.values.size < 0.2 * 64 * 64     # only around the square
+    np.testing.assert_array_equal(result.masks, crops.to_masks())
+    ys, xs = np.nonzero(result.masks[0])
+    assert result.boxes.tolist() == [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+    assert result.boxes.dtype == np.float32
+
+
+def test_instances_from_full_masks_give_crops_and_boxes():
+    masks = np.zeros((2, 10, 12), bool)
+    masks[0, 2:5, 3:9] = True
+    result = Instances(np.array([0.9, 0.5], np.float32), np.array([1, 0]), masks)
+    assert result.masks is masks and len(result) == 2
+    np.testing.assert_array_equal(result.mask_crops.to_masks(), masks)
+    assert result.boxes.tolist() == [[3, 2, 9, 5], [0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="either masks"):
+        Instances(result.scores, result.labels)
+    with pytest.raises(ValueError, match="either masks"):
+        Instances(result.scores, result.labels, masks, mask_crops=result.mask_crops)

@@ -1,13 +1,16 @@
-"""From raw decoder tensors to instances: the official SparseInst test-time procedure, and a fast one.
+"""From raw decoder tensors to instances: the official SparseInst test-time procedure, and fast ones.
 
 score = sqrt(sigmoid(class) * sigmoid(objectness)), best class per query, threshold, rescore by
 maskness, upsample masks to the padded input, crop the padding, resize to the original image, binarise.
-No NMS and no sorting here: queries are one-to-one with objects by training.
+No NMS: queries are one-to-one with objects by training.
 
 `postprocess_reference` does exactly that. `postprocess` gives the same scores and labels bit for bit
 and the same masks up to boundary pixels, with a single interpolation from the 1/4-resolution map straight
 to the original image (the two bilinear resizes of the reference compose to one affine coordinate map),
-written in chunks directly into a boolean result.
+written in chunks directly into a boolean result. `postprocess_crops` computes that same single
+interpolation only inside boxes that hold every pixel it can set, after keeping the `max_instances`
+best scores, and returns the masks as `MaskCrops`: its cost follows the instances kept and their extents,
+not the image size (as Mask R-CNN pastes its masks into their boxes).
 """
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from .defaults import MAX_INSTANCES
+from .mask_crops import MaskCrops
+from .mask_paste import axis_maps, crop_boxes, mask_supports, paste_crops
 
 # Float elements per interpolation chunk on the CPU (16 MB): large enough to amortise the call, small
 # enough that the chunk is still in cache when it is thresholded.
@@ -65,6 +72,13 @@ def postprocess_reference(pred_logits, pred_scores, pred_masks, padded_size, ima
     return scores, labels, masks > mask_threshold
 
 
+def image_window(mask_probs: torch.Tensor, image_size) -> torch.Tensor:
+    """(K, Hp/4, Wp/4) -> (K, rows, cols): the top-left part of the 1/4 map that covers the resized image
+    (h, w), plus one row/column, the right neighbour of its last samples."""
+    h, w = image_size
+    return mask_probs[:, :min(mask_probs.shape[-2], math.ceil(h / 4) + 1), :min(mask_probs.shape[-1], math.ceil(w / 4) + 1)]
+
+
 def resize_masks_to_original(mask_probs: torch.Tensor, image_size, original_size, mask_threshold: float,
                              chunk_elements: int | None = None) -> torch.Tensor:
     """(K, Hp/4, Wp/4) probabilities -> (K, H, W) bool masks of the original image, in one resize.
@@ -77,9 +91,7 @@ def resize_masks_to_original(mask_probs: torch.Tensor, image_size, original_size
     by the smoothing of the intermediate resize, so only pixels right at the threshold can flip.
     """
     (h, w), (H, W) = image_size, original_size
-    rows = min(mask_probs.shape[-2], math.ceil(h / 4) + 1)
-    cols = min(mask_probs.shape[-1], math.ceil(w / 4) + 1)
-    crop = mask_probs[:, None, :rows, :cols]                               # (K, 1, rows, cols)
+    crop = image_window(mask_probs, image_size)[:, None]                   # (K, 1, rows, cols)
     masks = torch.empty((mask_probs.shape[0], H, W), dtype=torch.bool, device=mask_probs.device)
     if chunk_elements is None:
         chunk_elements = CPU_CHUNK_ELEMENTS if mask_probs.device.type == "cpu" else mask_probs.numel() * H * W
@@ -92,6 +104,20 @@ def resize_masks_to_original(mask_probs: torch.Tensor, image_size, original_size
     return masks
 
 
+def scored_queries(pred_logits, pred_scores, pred_masks, padded_size, score_threshold: float,
+                   mask_threshold: float):
+    """The queries above `score_threshold`, in query order: scores rescored by maskness (K,), labels (K,),
+    mask probabilities (K, Hp/4, Wp/4) and their binarisation (K, Hp/4, Wp/4) bool."""
+    if tuple(padded_size) != (4 * pred_masks.shape[-2], 4 * pred_masks.shape[-1]):
+        raise ValueError(f"pred_masks of size {tuple(pred_masks.shape[-2:])} are not 1/4 of the padded "
+                         f"input {tuple(padded_size)}")
+    scores, labels = instance_scores(pred_logits.float(), pred_scores.float())
+    keep = torch.nonzero(scores > score_threshold).squeeze(1)
+    mask_probs = pred_masks[keep].float().sigmoid()                        # (K, Hp/4, Wp/4)
+    binary = mask_probs > mask_threshold
+    return scores[keep] * maskness_fast(mask_probs, binary), labels[keep], mask_probs, binary
+
+
 def postprocess(pred_logits, pred_scores, pred_masks, padded_size, image_size, original_size,
                 score_threshold: float, mask_threshold: float, sort: bool = False):
     """Fast `postprocess_reference`: same arguments, same scores and labels, masks equal up to boundary pixels.
@@ -100,18 +126,28 @@ def postprocess(pred_logits, pred_scores, pred_masks, padded_size, image_size, o
     resized. Returns scores (K,), labels (K,), masks (K, H, W) bool, in query order, or by descending
     score (stable) with `sort=True`, sorted before the masks are resized.
     """
-    if tuple(padded_size) != (4 * pred_masks.shape[-2], 4 * pred_masks.shape[-1]):
-        raise ValueError(f"pred_masks of size {tuple(pred_masks.shape[-2:])} are not 1/4 of the padded "
-                         f"input {tuple(padded_size)}")
-    scores, labels = instance_scores(pred_logits.float(), pred_scores.float())
-    keep = torch.nonzero(scores > score_threshold).squeeze(1)
-    scores, labels = scores[keep], labels[keep]
-    if keep.numel() == 0:
-        return scores, labels, torch.zeros((0, *original_size), dtype=torch.bool, device=scores.device)
-    mask_probs = pred_masks[keep].float().sigmoid()                        # (K, Hp/4, Wp/4)
-    scores = scores * maskness_fast(mask_probs, mask_probs > mask_threshold)
+    scores, labels, mask_probs, _ = scored_queries(pred_logits, pred_scores, pred_masks, padded_size,
+                                                   score_threshold, mask_threshold)
     if sort:
         order = torch.argsort(scores, descending=True, stable=True)
         scores, labels, mask_probs = scores[order], labels[order], mask_probs[order]
-    masks = resize_masks_to_original(mask_probs, image_size, original_size, mask_threshold)
-    return scores, labels, masks
+    return scores, labels, resize_masks_to_original(mask_probs, image_size, original_size, mask_threshold)
+
+
+def postprocess_crops(pred_logits, pred_scores, pred_masks, padded_size, image_size, original_size,
+                      score_threshold: float, mask_threshold: float, max_instances: int = MAX_INSTANCES):
+    """`postprocess` for the `max_instances` best scores, masks as crops: scores and labels equal
+    `postprocess(..., sort=True)[:max_instances]`, masks equal inside the crops and False outside
+    (up to pixels at the threshold, where float rounding of the products can differ).
+
+    Returns scores (K,), labels (K,) by descending score and `MaskCrops` (values on the tensors' device).
+    """
+    scores, labels, mask_probs, binary = scored_queries(pred_logits, pred_scores, pred_masks, padded_size,
+                                                        score_threshold, mask_threshold)
+    order = torch.argsort(scores, descending=True, stable=True)[:max_instances]
+    scores, labels = scores[order], labels[order]
+    probs = image_window(mask_probs[order], image_size)                    # (K, rows, cols)
+    rows, cols = axis_maps(tuple(original_size), tuple(image_size), tuple(probs.shape[-2:]))
+    instances, boxes = crop_boxes(mask_supports(image_window(binary[order], image_size)), rows, cols)
+    instances, boxes, values = paste_crops(probs, instances, boxes, rows, cols, mask_threshold)
+    return scores, labels, MaskCrops(tuple(original_size), len(scores), instances, boxes, values)

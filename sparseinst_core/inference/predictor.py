@@ -4,12 +4,12 @@ Follows the official test-time procedure (`preprocess`): resize the shorter side
 32 with the pixel mean, run the network, post-process, sort by score.
 
 The network runs on a backend (`backends`): PyTorch, optimised by default, or ONNX Runtime;
-post-processing is the fast single-resize procedure by default, the official two-step one with
-`postprocess="reference"`.
+post-processing is the fast single-resize procedure by default, pasting the `max_instances` best masks
+into their boxes (`postprocess_crops`), the official two-step one with `postprocess="reference"`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +17,54 @@ import torch
 
 from ..model import TEST_MAX_SIZE, TEST_MIN_SIZE, SparseInst, padded_shape
 from .backends import create_backend
-from .defaults import MASK_THRESHOLD, SCORE_THRESHOLD
-from .postprocess import postprocess as postprocess_fast
-from .postprocess import postprocess_reference
+from .defaults import MASK_THRESHOLD, MAX_INSTANCES, SCORE_THRESHOLD
+from .mask_crops import MaskCrops
+from .postprocess import postprocess_crops, postprocess_reference
 from .preprocess import pad_batch, resize_image, validate_image
 
-POSTPROCESSORS = {"fast": postprocess_fast, "reference": postprocess_reference}
+POSTPROCESSORS = ("fast", "reference")
 
 
-@dataclass
 class Instances:
-    """Detections of one image, sorted by descending score."""
+    """Detections of one image, sorted by descending score.
 
-    scores: np.ndarray   # (K,) float32
-    labels: np.ndarray   # (K,) int64, contiguous class indices
-    masks: np.ndarray    # (K, H, W) bool at the input image's resolution
+    scores (K,) float32; labels (K,) int64, contiguous class indices; the masks in two forms:
+    `mask_crops` (`MaskCrops`, each mask stored inside boxes) and `masks` (K, H, W) bool at the input
+    image's resolution. The predictor gives crops and builds the full masks only when `masks` is first
+    read; `Instances(scores, labels, masks)` gives full masks, and crops are made from them when asked.
+    """
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None, *,
+                 mask_crops: MaskCrops | None = None):
+        if (masks is None) == (mask_crops is None):
+            raise ValueError("Instances need either masks (K, H, W) or mask_crops, not both")
+        self.scores, self.labels = scores, labels
+        self._masks, self._mask_crops = masks, mask_crops
 
     def __len__(self) -> int:
         return len(self.scores)
 
+    def __repr__(self) -> str:
+        return f"Instances({len(self)} instances, scores {np.round(self.scores, 3).tolist()})"
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(K, H, W) bool, built from the crops on first use."""
+        if self._masks is None:
+            self._masks = self._mask_crops.to_masks()
+        return self._masks
+
+    @property
+    def mask_crops(self) -> MaskCrops:
+        """The masks inside boxes, made from full masks on first use."""
+        if self._mask_crops is None:
+            self._mask_crops = MaskCrops.from_masks(self._masks)
+        return self._mask_crops
+
     @property
     def boxes(self) -> np.ndarray:
-        """(K, 4) float32 xyxy boxes enclosing each mask (pixel edges: x1 is exclusive)."""
-        boxes = np.zeros((len(self), 4), dtype=np.float32)
-        for i, mask in enumerate(self.masks):
-            ys = np.flatnonzero(mask.any(axis=1))
-            xs = np.flatnonzero(mask.any(axis=0))
-            if len(xs):
-                boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-        return boxes
+        """(K, 4) float32 xyxy boxes enclosing each mask (pixel edges: x1 is exclusive); zeros for an empty mask."""
+        return self.mask_crops.instance_boxes().astype(np.float32)
 
 
 class Predictor:
@@ -61,6 +80,7 @@ class Predictor:
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
+    max_instances: at most this many instances per image, the best scores, kept before any mask is resized.
     fallback: a backend to use, with a warning, when `backend` cannot run here (e.g. "torch" when
     onnxruntime or its GPU provider is missing). device "auto" falls back from CUDA to the CPU.
     """
@@ -70,11 +90,13 @@ class Predictor:
                  device: str | torch.device | None = "auto", precision: str = "fp32", *,
                  backend: str = "torch", optimize: bool = True, postprocess: str = "fast",
                  onnx_path: str | Path | None = None, input_size: tuple[int, int] | None = None,
-                 fallback: str | None = None):
+                 fallback: str | None = None, max_instances: int = MAX_INSTANCES):
         if min_size <= 0 or max_size < min_size:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
         if postprocess not in POSTPROCESSORS:
             raise ValueError(f"unknown postprocess {postprocess!r}; expected one of {list(POSTPROCESSORS)}")
+        if max_instances < 0:
+            raise ValueError(f"max_instances must be >= 0, got {max_instances}")
         if backend == "onnxruntime" and input_size is None and onnx_path is not None and not Path(onnx_path).is_file():
             input_size = padded_shape(min_size, max_size)   # a file to keep: the padded landscape input size
         self.backend = create_backend(
@@ -86,7 +108,10 @@ class Predictor:
         self.min_size, self.max_size = min_size, max_size
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
-        self.postprocess = POSTPROCESSORS[postprocess]
+        self.max_instances = max_instances
+        # one image's raw outputs -> scores, labels and masks (`MaskCrops`, or full masks for the reference)
+        procedure = postprocess_crops if postprocess == "fast" else postprocess_reference_by_score
+        self.postprocess = functools.partial(procedure, max_instances=max_instances)
         config = model.config if model is not None else self.backend.config
         pixel_mean = config.pixel_mean if hasattr(config, "pixel_mean") else config["pixel_mean"]
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
@@ -124,14 +149,18 @@ class Predictor:
             outputs = self.backend(batch.to(self.device))
         results = []
         for index, (image, tensor) in enumerate(zip(images, tensors)):
-            # The fast procedure sorts before resizing, sparing a copy of the full-size masks.
-            sort = {"sort": True} if self.postprocess is postprocess_fast else {}
             scores, labels, masks = self.postprocess(
                 outputs["pred_logits"][index], outputs["pred_scores"][index], outputs["pred_masks"][index],
                 padded_size=batch.shape[-2:], image_size=tensor.shape[-2:], original_size=image.shape[:2],
-                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold, **sort)
-            if not sort:
-                order = torch.argsort(scores, descending=True, stable=True)
-                scores, labels, masks = scores[order], labels[order], masks[order]
-            results.append(Instances(scores.float().cpu().numpy(), labels.cpu().numpy(), masks.cpu().numpy()))
+                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold)
+            scores, labels = scores.float().cpu().numpy(), labels.cpu().numpy()
+            results.append(Instances(scores, labels, mask_crops=masks.numpy()) if isinstance(masks, MaskCrops)
+                           else Instances(scores, labels, masks.cpu().numpy()))
         return results[0] if single else results
+
+
+def postprocess_reference_by_score(*arguments, max_instances: int, **keywords):
+    """`postprocess_reference` sorted by descending score (stable), the `max_instances` best."""
+    scores, labels, masks = postprocess_reference(*arguments, **keywords)
+    order = torch.argsort(scores, descending=True, stable=True)[:max_instances]
+    return scores[order], labels[order], masks[order]

@@ -1,0 +1,312 @@
+"""Pasting 1/4-resolution mask probabilities into crops of the original image.
+
+The single resize of `postprocess.resize_masks_to_original` samples the 1/4 map of the resized image at
+src = max((y + 0.5) s - 0.5, 0), s = h / (4 H), per axis. Here that same coordinate map is applied only
+inside boxes, as Mask R-CNN pastes its masks (torchvision's paste_masks_in_image), with boxes that
+provably hold every pixel the resize can set: a bilinear value is a weighted mean of its four samples,
+so it exceeds the threshold only in a cell (the pixels between two sample rows and two sample columns)
+with a corner sample above it. Cells that can hold set pixels are grouped into parts (connected blocks
+of cells); an instance gets one crop per part, or one around all of them when that is cheaper.
+
+Inside a box the resize is two products with the pixels' bilinear weights (two non-zeros per row):
+crops up to BATCHED_CROP_SIZE pixels a side are resized together, padded to powers of two; larger ones
+one by one, in bands on the CPU. Everything runs on the probabilities' device; only the small block
+summaries of the parts search go to the host.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import cv2
+import numpy as np
+import torch
+
+# Parts are searched on blocks of BLOCK x BLOCK cells: parts less than a block apart share a crop, and the
+# search handles BLOCK**2 times fewer elements.
+BLOCK = 4
+# Index of the lowest set bit of each 4-bit pattern, and one past the highest (a block's first and end cells).
+FIRST_BIT = np.array([BLOCK if b == 0 else (b & -b).bit_length() - 1 for b in range(16)], dtype=np.int64)
+END_BIT = np.array([b.bit_length() for b in range(16)], dtype=np.int64)
+# The fixed cost of one crop, in pixels of resizing: an instance gets one crop per part only when that
+# saves more than this per extra crop over one crop around all its parts.
+CROP_COST_PIXELS = 4096
+# Crops up to this many pixels a side are resized in batches; padded sizes are powers of two from 16.
+BATCHED_CROP_SIZE = 128
+MIN_BATCHED_SIZE = 16
+# Large crops on the CPU: resized by aten's kernel when that adds at most this fraction of pixels before
+# the box and the float result stays small; else by products with the weights, in bands of BAND_PIXELS.
+ANCHORED_OVERHEAD = 1.25
+CPU_RESIZE_PIXELS = 1 << 20
+BAND_PIXELS = 128
+
+
+class AxisMap:
+    """The single-resize coordinate map along one axis: original pixels -> samples of the 1/4 map.
+
+    size: pixels of the original image along the axis; resized_size: of the resized network input;
+    samples_size: samples of the 1/4 map that cover it. Pixel y lies between samples `lower[y]` =
+    floor(src) and `upper[y]` = lower + 1 (clamped to the last sample), at `fraction[y]` from the lower
+    one, in cell `lower[y]`.
+    """
+
+    def __init__(self, size: int, resized_size: int, samples_size: int):
+        src = np.maximum((np.arange(size) + 0.5) * resized_size / (4 * size) - 0.5, 0.0)
+        self.size, self.samples_size = size, samples_size
+        self.upsampling = 4 * size / resized_size                          # the resize's scale factor
+        self.lower = np.minimum(np.floor(src).astype(np.int64), samples_size - 1)
+        self.upper = np.minimum(self.lower + 1, samples_size - 1)
+        self.fraction = (src - self.lower).astype(np.float32)
+        # A resize of the samples from `a` on reproduces this map from pixel p on when p * resized_size
+        # = a * 4 * size: every `period` pixels, `period_samples` samples.
+        common = math.gcd(resized_size, 4 * size)
+        self.period, self.period_samples = 4 * size // common, resized_size // common
+
+    def weights(self, pixels: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """(n, p) pixels (clamped into the image), (n, r) samples -> (n, p, r) float32 bilinear weights
+        (zero for samples a pixel does not read, so also for samples past the map's end)."""
+        pixels = np.minimum(pixels, self.size - 1)[:, :, None]
+        samples = samples[:, None, :]
+        fraction = self.fraction[pixels]
+        return (np.where(samples == self.lower[pixels], 1 - fraction, 0)
+                + np.where(samples == self.upper[pixels], fraction, 0)).astype(np.float32)
+
+    def pixels(self, first_cells: np.ndarray, end_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pixel ranges [y0, y1) lying in the cell ranges [first, end)."""
+        return np.searchsorted(self.lower, first_cells), np.searchsorted(self.lower, end_cells)
+
+    def samples(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sample ranges [a, b) that the pixel ranges [y0, y1) (non-empty; arrays or ints) read."""
+        return self.lower[starts], self.upper[ends - 1] + 1
+
+    def anchor(self, start: int) -> tuple[int, int]:
+        """The last pixel p <= `start`, and its sample a, from which a resize of the samples from a on
+        reproduces this map at `start` and after. a lies a sample before start's: the resize clamps the
+        pixels before its first sample to it."""
+        period = max(int(self.lower[start]) - 1, 0) // self.period_samples
+        return period * self.period, period * self.period_samples
+
+
+@functools.lru_cache(maxsize=8)
+def axis_maps(original_size: tuple[int, int], image_size: tuple[int, int],
+              samples_size: tuple[int, int]) -> tuple[AxisMap, AxisMap]:
+    """Row and column maps of one geometry (kept for the next frames of a camera stream)."""
+    return (AxisMap(original_size[0], image_size[0], samples_size[0]),
+            AxisMap(original_size[1], image_size[1], samples_size[1]))
+
+
+def mask_supports(above: torch.Tensor) -> torch.Tensor:
+    """(K, rows, cols) samples above the threshold -> (K, rows, cols) cells with a corner sample above it:
+    the only cells where the resize can set pixels."""
+    support = above.clone()
+    support[:, :-1] |= above[:, 1:]
+    support[:, :, :-1] |= support[:, :, 1:].clone()
+    return support
+
+
+def block_extents(support: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(K, rows, cols) cells -> blocks holding support (K, by, bx) bool and the cells each of those
+    holds: (blocks, 4) top, left, bottom, right (exclusive), on the host.
+
+    A block's four cells of a row are the four bytes of one int32, so the summaries are element-wise
+    ORs and comparisons (torch reduces tiny dimensions slowly); bytes are read back one by one, so the
+    machine's byte order does not matter.
+    """
+    count, height, width = support.shape
+    by, bx = -(-height // BLOCK), -(-width // BLOCK)
+    padded = support.new_zeros((count, by * BLOCK, bx * BLOCK))
+    padded[:, :height, :width] = support
+    words = padded.view(torch.int32).view(count, by, BLOCK, bx)           # a block's row per int32
+    columns = words[:, :, 0] | words[:, :, 1] | words[:, :, 2] | words[:, :, 3]   # (K, by, bx): byte j: column j
+    row_hits = (words != 0).cpu().numpy().view(np.uint8)                   # (K, by, BLOCK, bx): row i
+    column_hits = columns.cpu().numpy().view(np.uint8).reshape(count, by, bx, BLOCK)
+    row_bits = row_hits[:, :, 0] | row_hits[:, :, 1] << 1 | row_hits[:, :, 2] << 2 | row_hits[:, :, 3] << 3
+    column_bits = (column_hits[..., 0] | column_hits[..., 1] << 1 | column_hits[..., 2] << 2
+                   | column_hits[..., 3] << 3)                             # (K, by, bx): bit i for row/column i
+    occupied = row_bits != 0
+    _, block_y, block_x = np.nonzero(occupied)
+    row_bits, column_bits = row_bits[occupied], column_bits[occupied]
+    top, left = block_y * BLOCK, block_x * BLOCK
+    extents = np.stack([top + FIRST_BIT[row_bits], left + FIRST_BIT[column_bits],
+                        top + END_BIT[row_bits], left + END_BIT[column_bits]], axis=1)
+    return occupied, extents
+
+
+def crop_boxes(support: torch.Tensor, rows: AxisMap, cols: AxisMap) -> tuple[np.ndarray, np.ndarray]:
+    """(K, rows, cols) support cells -> the crops to compute: instances (P,) and pixel boxes (P, 4)
+    x0, y0, x1, y1 (exclusive) that together hold every pixel the resize can set.
+
+    One connected-components pass labels the parts of all instances at once (their block maps side by
+    side, a column of empty blocks apart).
+    """
+    occupied, extents = block_extents(support)
+    count, by, bx = occupied.shape
+    if not occupied.any():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64)
+    canvas = np.zeros((by, count, bx + 1), dtype=np.uint8)
+    canvas[:, :, :bx] = occupied.transpose(1, 0, 2)
+    num_labels, labels = cv2.connectedComponents(canvas.reshape(by, count * (bx + 1)), connectivity=8)
+    labels = labels.reshape(by, count, bx + 1)[:, :, :bx].transpose(1, 0, 2)   # (K, by, bx)
+    part_of_block = labels[occupied]                                        # (blocks,) labels from 1
+    # labels fit 16 bits in practice, where numpy's stable sort is a radix sort
+    order = np.argsort(part_of_block.astype(np.min_scalar_type(num_labels)), kind="stable")
+    part_of_block, instance = part_of_block[order], np.nonzero(occupied)[0][order]
+    block_cells = extents[order]                                            # (blocks, 4)
+    starts = np.flatnonzero(np.diff(part_of_block, prepend=0))              # first block of each part
+    instance = instance[starts]
+    cells = np.concatenate([np.minimum.reduceat(block_cells[:, :2], starts), np.maximum.reduceat(block_cells[:, 2:], starts)], axis=1)
+    y0, y1 = rows.pixels(cells[:, 0], cells[:, 2])
+    x0, x1 = cols.pixels(cells[:, 1], cells[:, 3])
+    boxes = np.stack([x0, y0, x1, y1], axis=1)
+    keep = (x1 > x0) & (y1 > y0)                                            # parts of cells with no pixel
+    instance, boxes = instance[keep], boxes[keep]
+    return merge_parts(instance, boxes, count)
+
+
+def merge_parts(instances: np.ndarray, boxes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parts (P,) instances, (P, 4) boxes -> one box around an instance's parts where separate crops
+    would not save their cost; instances in ascending order."""
+    order = np.argsort(instances, kind="stable")
+    instances, boxes = instances[order], boxes[order]
+    starts = np.flatnonzero(np.diff(instances, prepend=-1))                 # first part of each instance
+    present = np.zeros(count, dtype=bool)
+    present[instances[starts]] = True
+    union = np.zeros((count, 4), dtype=np.int64)
+    union[instances[starts]] = np.concatenate([np.minimum.reduceat(boxes[:, :2], starts),
+                                               np.maximum.reduceat(boxes[:, 2:], starts)], axis=1)
+    separate = np.bincount(instances, box_areas(boxes) + CROP_COST_PIXELS, minlength=count)
+    merged = np.flatnonzero(present & (separate >= box_areas(union) + CROP_COST_PIXELS))   # also single parts
+    kept = ~np.isin(instances, merged)
+    instances = np.concatenate([instances[kept], merged])
+    boxes = np.concatenate([boxes[kept], union[merged]])
+    order = np.argsort(instances, kind="stable")
+    return instances[order], boxes[order]
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def paste_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, rows: AxisMap, cols: AxisMap,
+                mask_threshold: float) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Resize probs (K, rows, cols) into the crops (P,) instances, (P, 4) boxes and binarise them.
+
+    Returns the crops' instances and boxes in the order their values come in, and the values: (sum of
+    areas,) bool on the probabilities' device, each crop row-major in turn.
+    """
+    heights, widths = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    batched = (heights <= BATCHED_CROP_SIZE) & (widths <= BATCHED_CROP_SIZE)
+    padded_heights, padded_widths = padded_size(heights), padded_size(widths)
+    large = (BATCHED_CROP_SIZE + 1) ** 2                                    # the key of large crops: last
+    key = np.where(batched, padded_heights * (BATCHED_CROP_SIZE + 1) + padded_widths, large)
+    order = np.argsort(key, kind="stable")
+    instances, boxes, key = instances[order], boxes[order], key[order]
+    values = torch.empty(int(box_areas(boxes).sum()), dtype=torch.bool, device=probs.device)
+    start = 0
+    for first, last in runs(key):
+        group_boxes = boxes[first:last]
+        if key[first] == large:                                             # one by one
+            for instance, box in zip(instances[first:last].tolist(), group_boxes.tolist()):
+                area = (box[2] - box[0]) * (box[3] - box[1])
+                paste_large_crop(probs[instance], rows, cols, box, mask_threshold,
+                                 values[start:start + area].view(box[3] - box[1], box[2] - box[0]))
+                start += area
+        else:
+            area = int(box_areas(group_boxes).sum())
+            size = (int(padded_heights[order[first]]), int(padded_widths[order[first]]))
+            paste_small_crops(probs, instances[first:last], group_boxes, size, rows, cols, mask_threshold,
+                              values[start:start + area])
+            start += area
+    return instances, boxes, values
+
+
+def padded_size(sizes: np.ndarray) -> np.ndarray:
+    """The power of two from MIN_BATCHED_SIZE that holds each size."""
+    powers = np.ceil(np.log2(np.maximum(sizes, MIN_BATCHED_SIZE))).astype(np.int64)
+    return np.left_shift(1, powers)
+
+
+def runs(key: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last) index ranges of equal consecutive keys."""
+    if len(key) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(key)) + 1
+    bounds = np.concatenate([[0], edges, [len(key)]]).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def paste_small_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
+                      rows: AxisMap, cols: AxisMap, mask_threshold: float, out: torch.Tensor) -> None:
+    """Crops that fit `size` (h, w), resized as one batch: each crop's weights and samples are gathered
+    into padded (n, h, r), (n, r, c), (n, w, c) tensors (zero weights in the padding), and the crops'
+    own pixels of the binarised (n, h, w) result are written to `out`, one crop after the other."""
+    device = probs.device
+    x0, y0, x1, y1 = boxes.T
+    first_row, end_row = rows.samples(y0, y1)
+    first_col, end_col = cols.samples(x0, x1)
+    sample_rows = first_row[:, None] + np.arange((end_row - first_row).max())          # (n, r)
+    sample_cols = first_col[:, None] + np.arange((end_col - first_col).max())          # (n, c)
+    row_weights = rows.weights(y0[:, None] + np.arange(size[0]), sample_rows)          # (n, h, r)
+    col_weights = cols.weights(x0[:, None] + np.arange(size[1]), sample_cols)          # (n, w, c)
+    sample_rows, sample_cols = (torch.from_numpy(np.minimum(samples, limit - 1)).to(device)
+                                for samples, limit in ((sample_rows, rows.samples_size), (sample_cols, cols.samples_size)))
+    owner = torch.from_numpy(instances).to(device)
+    windows = probs[owner[:, None, None], sample_rows[:, :, None], sample_cols[:, None, :]]   # (n, r, c)
+    resized = (torch.from_numpy(row_weights).to(device)
+               @ (windows @ torch.from_numpy(col_weights).to(device).transpose(1, 2)))   # (n, h, w)
+    binary = resized > mask_threshold
+    in_crop = ((np.arange(size[0]) < (y1 - y0)[:, None])[:, :, None]
+               & (np.arange(size[1]) < (x1 - x0)[:, None])[:, None, :])   # (n, h, w)
+    if device.type == "cpu":        # numpy's boolean indexing is several times faster than torch's here
+        out.numpy()[:] = binary.numpy()[in_crop]
+    else:
+        torch.masked_select(binary, torch.from_numpy(in_crop).to(device), out=out)
+
+
+def paste_large_crop(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
+                     out: torch.Tensor) -> None:
+    """One crop `box` (x0, y0, x1, y1) of probs (rows, cols) -> out (y1 - y0, x1 - x0) bool.
+
+    On the CPU, aten's resize kernel is the fastest per pixel, but it can only start where the map
+    repeats (`AxisMap.anchor`): it runs when the pixels it adds before the box are few; otherwise the
+    two products with the weights.
+    """
+    x0, y0, x1, y1 = box
+    top, a = rows.anchor(y0)
+    left, c = cols.anchor(x0)
+    resized_area = (y1 - top) * (x1 - left)
+    if (probs.device.type == "cpu" and resized_area <= ANCHORED_OVERHEAD * (y1 - y0) * (x1 - x0)
+            and resized_area <= CPU_RESIZE_PIXELS):
+        b, d = int(rows.upper[y1 - 1]) + 1, int(cols.upper[x1 - 1]) + 1
+        resized = torch.ops.aten.upsample_bilinear2d(probs[None, None, a:b, c:d], [y1 - top, x1 - left], False,
+                                                     rows.upsampling, cols.upsampling)[0, 0]
+        torch.gt(resized[y0 - top:, x0 - left:], mask_threshold, out=out)
+    else:
+        paste_by_products(probs, rows, cols, box, mask_threshold, out)
+
+
+def paste_by_products(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
+                      out: torch.Tensor) -> None:
+    """`paste_large_crop` as products with the bilinear weights: on the CPU by bands of BAND_PIXELS
+    columns, then rows, each with only the samples its band reads (a product over the whole window would
+    mostly multiply zeros); on a GPU, one product per axis."""
+    x0, y0, x1, y1 = box
+    a, b = (int(i) for i in rows.samples(y0, y1))
+    band = BAND_PIXELS if probs.device.type == "cpu" else max(y1 - y0, x1 - x0)
+    columns = torch.empty((x1 - x0, b - a), dtype=probs.dtype, device=probs.device)   # (w, r): resized in x
+    for start in range(x0, x1, band):
+        end = min(start + band, x1)
+        first, last = (int(i) for i in cols.samples(start, end))
+        weights = band_weights(cols, start, end, first, last, probs.device)             # (band, c)
+        torch.matmul(weights, probs[a:b, first:last].T, out=columns[start - x0:end - x0])
+    for start in range(y0, y1, band):
+        end = min(start + band, y1)
+        first, last = (int(i) for i in rows.samples(start, end))
+        weights = band_weights(rows, start, end, first, last, probs.device)             # (band, r)
+        torch.gt(weights @ columns[:, first - a:last - a].T, mask_threshold, out=out[start - y0:end - y0])
+
+
+def band_weights(axis: AxisMap, start: int, end: int, first: int, last: int, device: torch.device) -> torch.Tensor:
+    """(end - start, last - first) weights of the pixels [start, end) on the samples [first, last)."""
+    weights = axis.weights(np.arange(start, end)[None], np.arange(first, last)[None])[0]
+    return torch.from_numpy(weights).to(device)
