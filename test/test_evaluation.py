@@ -49,6 +49,19 @@ def test_ground_truth_as_predictions_scores_ap_one(val_dataset, capsys):
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in printed and "AP50" in printed
 
 
+def test_ground_truth_without_area_or_iscrowd_is_evaluated(tmp_path):
+    """Labelling tools often omit "area" and "iscrowd"; COCOeval needs both (KeyError at the end of training)."""
+    paths = generate_synthetic_dataset(tmp_path, num_train=0, num_val=4, seed=3, image_size=96, crowd_fraction=0.0)
+    data = json.loads(paths["val_annotations"].read_text())
+    for ann in data["annotations"]:
+        ann.pop("area", None)
+        ann.pop("iscrowd", None)
+    paths["val_annotations"].write_text(json.dumps(data))
+    dataset = CocoInstanceDataset(paths["val_annotations"], paths["val_images"])
+    metrics = evaluate_predictions(dataset, exact)
+    assert metrics["segm/AP"] == pytest.approx(1.0)
+
+
 def test_results_json_maps_labels_back_to_category_ids(val_dataset, tmp_path):
     evaluate_predictions(val_dataset, exact, output_dir=tmp_path)
     results = json.loads((tmp_path / "coco_instances_results.json").read_text())

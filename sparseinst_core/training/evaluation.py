@@ -46,6 +46,7 @@ class CocoMaskEvaluator:
 
     def __init__(self, coco_gt: COCO | str | os.PathLike, label_to_category_id: Sequence[int]):
         self.coco_gt = coco_gt if isinstance(coco_gt, COCO) else load_coco_annotations(coco_gt)
+        _complete_ground_truth(self.coco_gt)
         self.label_to_category_id = [int(cat_id) for cat_id in label_to_category_id]
         unknown = sorted(set(self.label_to_category_id) - set(self.coco_gt.cats))
         if unknown:
@@ -137,6 +138,15 @@ class CocoMaskEvaluator:
             metrics[f"segm/AP-{self.coco_gt.cats[cat_id]['name']}"] = ap
         print(format_metrics_table(metrics))
         return metrics
+
+
+def _complete_ground_truth(coco_gt: COCO) -> None:
+    """Fill in what COCOeval reads but COCO files may omit: an annotation's `area` (its mask's pixel count,
+    as COCO defines it for segmentation) and `iscrowd` (0)."""
+    for ann in coco_gt.anns.values():
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(mask_utils.area(coco_gt.annToRLE(ann)))
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
