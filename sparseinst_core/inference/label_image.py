@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .defaults import MAX_INSTANCES
-from .mask_crops import MaskCrops
+from .mask_crops import MaskCrops, crops_of
 
 # a uint16 label image: 0 is background, so at most 65535 instances
 MAX_LABEL = np.iinfo(np.uint16).max
@@ -64,7 +64,7 @@ def label_instances(result, allowed_classes: frozenset[int] | None = None,
     `max_instances` best scores are kept.
     """
     scores, labels = np.asarray(result.scores), np.asarray(result.labels)
-    crops = result.mask_crops if hasattr(result, "mask_crops") else MaskCrops.from_masks(np.asarray(result.masks))
+    crops = crops_of(result)
     if not len(scores) == len(labels) == crops.num_instances:
         raise ValueError(f"expected scores (K,), labels (K,) and masks of K instances; got {np.shape(scores)}, "
                          f"{np.shape(labels)}, {crops.num_instances} masks")

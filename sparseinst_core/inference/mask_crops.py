@@ -12,6 +12,7 @@ methods need numpy.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ class MaskCrops:
     def __len__(self) -> int:
         return len(self.instances)
 
-    @property
+    @functools.cached_property
     def crops(self) -> list:
         """P boolean arrays (y1 - y0, x1 - x0): views into `values`."""
         heights = (self.boxes[:, 3] - self.boxes[:, 1]).tolist()
@@ -96,7 +97,11 @@ class MaskCrops:
         x0, y0 = boxes[:, :2].min(axis=0).tolist()
         x1, y1 = boxes[:, 2:].max(axis=0).tolist()
         mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        crops = self.crops
         for part, (bx0, by0, bx1, by1) in zip(parts.tolist(), boxes.tolist()):
-            mask[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] |= crops[part]
+            mask[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] |= self.crops[part]
         return (x0, y0, x1, y1), mask
+
+
+def crops_of(result) -> MaskCrops:
+    """The masks of a result as crops: its `mask_crops` (`Instances`), else made from its (K, H, W) `masks`."""
+    return result.mask_crops if hasattr(result, "mask_crops") else MaskCrops.from_masks(np.asarray(result.masks))
