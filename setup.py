@@ -31,6 +31,7 @@ setup(
     ],
     extras_require={
         "export": ["onnx", "onnxruntime"],
+        "openvino": ["onnx", "openvino"],
         "train": ["tensorboard", "matplotlib"],
         "test": ["pytest", "pytest-timeout", "psutil"],
     },
