@@ -6,7 +6,7 @@
    with PyTorch's default TF32 convolutions is reported beside it), eager and replayed from a CUDA graph;
    fp16 instances with the CPU's labels and mask IoU >= 0.95.
 2. Speed, end to end (`Predictor`: resize, copy to the GPU, network, post-processing of all 100 instances,
-   masks back on the host) of r50_giam and r18_giam at 608 and 448 (shorter side of a 480x640 frame), fp32
+   instances on the host: scores, labels and mask crops) of r50_giam and r18_giam at 608 and 448 (shorter side of a 480x640 frame), fp32
    and fp16, eager (plain model, autocast) / optimised (`optimize_for_inference`) / optimised + CUDA graphs,
    batches of 1 and 4; the network alone (from a CPU batch, copy included) beside it.
 3. The GPU's name, the versions, and every timing: gpu.json and gpu.md in --output-dir; the targets
@@ -34,6 +34,7 @@ from ..inference.backends import TorchBackend
 from ..inference.predictor import Instances, Predictor
 from ..io import demo_weights_path, load_model
 from ..model import build_model, padded_shape, resized_shape
+from .benchmark.measure import synchronize
 
 CAMERA_SHAPE = (480, 640)
 PRESETS = ("r50_giam", "r18_giam")
@@ -49,16 +50,18 @@ NO_CUDA_EXIT = 2
 
 # ----------------------------------------------------------------------------------------- measuring
 def time_calls(function, device: torch.device, min_seconds: float, min_calls: int) -> list[float]:
-    """Seconds of each call of `function()`, GPU work included, until both `min_seconds` and `min_calls`."""
+    """Seconds of each call of `function()`, GPU work included, until both `min_seconds` and `min_calls`.
+
+    Every call is kept (the median and the spread go to the report), unlike `benchmark.measure.time_call`'s
+    best of a fixed number: on a dedicated GPU machine the distribution is the result.
+    """
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < min_calls or time.perf_counter() - started < min_seconds:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -298,7 +301,7 @@ def markdown_report(results: dict) -> str:
                   f"{reduced['mask_iou_min']:.3f}); same label {100 * reduced['same_label']:.0f}%."]
     lines += ["", "## End-to-end speed (random weights, all 100 instances post-processed)", "",
               "End to end = `Predictor(frame)` on a 480x640 frame (or a list of 4): resize, copy, network, "
-              "post-processing, masks on the host; median per call. Network = the backend on a CPU batch, copy "
+              "post-processing, instances (mask crops) on the host; median per call. Network = the backend on a CPU batch, copy "
               "included.", "",
               "| preset | size | input | precision | mode | batch | end-to-end ms | images/s | network ms |",
               "|---|---|---|---|---|---|---|---|---|"]
