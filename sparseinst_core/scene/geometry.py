@@ -129,26 +129,24 @@ def instance_3d(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCame
     (row0, col0), depth_mask = window
     height, width = depth_mask.shape
     depths = depth[row0:row0 + height, col0:col0 + width]                      # (h, w) metres, NaN invalid
-    valid = _eroded(depth_mask, options.edge_erosion_px) & (depths > 0)         # NaN > 0 is False
-    if np.count_nonzero(valid) < options.min_points:
+    pixels = np.flatnonzero(_eroded(depth_mask, options.edge_erosion_px) & (depths > 0))   # NaN > 0 is False
+    if len(pixels) < options.min_points:
         return None
-    median, band = _depth_band(depths[valid], options.outlier_mads, options.min_outlier_band)
-    inliers = valid & (np.abs(depths - median) <= band)                         # (h, w)
-    count = int(np.count_nonzero(inliers))
-    if count < options.min_points:
+    z = depths.take(pixels)                                                     # (N,) metres
+    median, band = _depth_band(z, options.outlier_mads, options.min_outlier_band)
+    inliers = np.abs(z - median) <= band
+    pixels, z = pixels[inliers], z[inliers]
+    if len(z) < options.min_points:
         return None
+    rows, cols = np.divmod(pixels, width)
     x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
-    x_factors, y_factors = x_factors[col0:col0 + width], y_factors[row0:row0 + height]
-    # The centroid from sums over the window: no per-point arrays for all N points.
-    inlier_depths = np.where(inliers, depths, np.float32(0))                   # (h, w)
-    column_sums = inlier_depths.sum(axis=0, dtype=np.float64)                  # (w,)
-    row_sums = inlier_depths.sum(axis=1, dtype=np.float64)                     # (h,)
-    centroid = np.array([column_sums @ x_factors, row_sums @ y_factors, column_sums.sum()]) / count
-    rows, cols = np.divmod(np.flatnonzero(inliers)[_spread(count, options.max_points_per_instance)], width)
-    z = depths[rows, cols]
-    points = np.stack([x_factors[cols] * z, y_factors[rows] * z, z], axis=1)    # (P, 3)
-    box = _yaw_box(points[_spread(len(points), BOX_POINTS)], centroid, options.extent_percentiles)
-    return Instance3D(centroid, box, count, points)
+    x, y = x_factors[cols + col0] * z, y_factors[rows + row0] * z
+    centroid = np.array([x.sum(dtype=np.float64), y.sum(dtype=np.float64), z.sum(dtype=np.float64)]) / len(z)
+    sample = _spread(len(z), options.max_points_per_instance)
+    points = np.stack([x[sample], y[sample], z[sample]], axis=1)                # (P, 3)
+    for_box = _spread(len(z), BOX_POINTS)
+    box = _yaw_box(np.stack([x[for_box], y[for_box], z[for_box]]), centroid, options.extent_percentiles)
+    return Instance3D(centroid, box, len(z), points)
 
 
 def mask_in_depth_pixels(mask: InstanceMask, depth_camera: PinholeCamera, colour_camera: PinholeCamera
@@ -227,18 +225,18 @@ def _middle(values: np.ndarray) -> float:
 
 
 def _yaw_box(points: np.ndarray, centroid: np.ndarray, percentiles: tuple[float, float]) -> OrientedBox:
-    """The box about the camera's y axis (see the module docstring) of (M, 3) points."""
-    centred = points - centroid.astype(np.float32)                             # (M, 3)
-    x, z = centred[:, 0], centred[:, 2]
-    # Major axis of the x-z footprint's scatter matrix, at angle `major` from x towards z (2x2 PCA).
-    major = 0.5 * math.atan2(2.0 * float(x @ z), float(x @ x) - float(z @ z))
+    """The box about the camera's y axis (see the module docstring) of (3, M) points."""
+    centred = points - centroid.astype(np.float32)[:, None]                    # (3, M)
+    scatter = (centred @ centred.T).tolist()                                   # 3x3
+    # Major axis of the x-z footprint's scatter, at angle `major` from x towards z (2x2 PCA).
+    major = 0.5 * math.atan2(2.0 * scatter[0][2], scatter[0][0] - scatter[2][2])
     yaw = -major                                                                # x' = (cos, 0, -sin)
     if abs(yaw) > math.pi / 4:
         yaw -= math.copysign(math.pi / 2, yaw)                                  # the axis nearer camera x
     rotation = _rotation_about_y(yaw)
-    local = centred @ rotation.astype(np.float32)                              # (M, 3) in box axes
-    ranks = [round(p / 100 * (len(points) - 1)) for p in percentiles]
-    low, high = np.partition(local, ranks, axis=0)[ranks].astype(np.float64)   # (3,), (3,)
+    local = rotation.T.astype(np.float32) @ centred                            # (3, M) in box axes
+    ranks = [round(p / 100 * (points.shape[1] - 1)) for p in percentiles]
+    low, high = np.partition(local, ranks, axis=1)[:, ranks].T.astype(np.float64)   # (3,), (3,)
     return OrientedBox(centroid + rotation @ ((low + high) / 2), high - low, yaw)
 
 
@@ -247,9 +245,7 @@ def _rotation_about_y(angle: float) -> np.ndarray:
     return np.array([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]])
 
 
-def _spread(count: int, limit: int) -> np.ndarray | slice:
-    """Indices of at most `limit` of `count` items, evenly spaced (deterministic; in raster order, they cover
-    the object)."""
-    if count <= limit:
-        return slice(None)
-    return np.linspace(0, count - 1, limit).round().astype(np.int64)
+def _spread(count: int, limit: int) -> slice:
+    """Every k-th of `count` items, k the smallest step that keeps at most `limit` (deterministic; in raster
+    order, they cover the object)."""
+    return slice(None, None, -(-count // limit))

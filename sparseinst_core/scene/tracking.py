@@ -178,6 +178,7 @@ class MaskTracker:
             unseen = stamp - track.last_seen
             shift_x, shift_y = (track.velocity * unseen).tolist()
             predicted_x, predicted_y = track.centre[0] + shift_x, track.centre[1] + shift_y
+            moved = round(shift_x) != 0 or round(shift_y) != 0
             predicted_mask = track.mask.shifted(round(shift_x), round(shift_y))
             size = max(math.sqrt(track.mask.mask.size), 1.0)                  # sqrt of the box's area
             centre_gate = (config.max_centre_distance + config.centre_distance_growth * unseen
@@ -193,7 +194,9 @@ class MaskTracker:
                     continue
                 centre_x, centre_y = centres[obs_index]
                 centre_distance = math.hypot(centre_x - predicted_x, centre_y - predicted_y) / size
-                iou = max(mask_iou(predicted_mask, obs.mask), mask_iou(track.mask, obs.mask))   # moved or stopped
+                iou = mask_iou(predicted_mask, obs.mask)
+                if moved:                                                     # or did it stop?
+                    iou = max(iou, mask_iou(track.mask, obs.mask))
                 if iou < config.min_iou and centre_distance > centre_gate:
                     continue
                 pair_cost = 1.0 - iou + config.centre_weight * min(centre_distance / centre_gate, 1.0)
