@@ -46,7 +46,8 @@ def test_every_step_runs_on_the_cpu_and_writes_both_reports(tmp_path, one_thread
     results = run(torch.device("cpu"), tmp_path, presets=["r18_giam"], sizes=[64], precisions=["fp32"],
                   batches=(1, 2), seconds=0.01, min_calls=2, agreement=False, frame_shape=(48, 64), log=lines.append)
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
-    assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for m in ("cuda_graphs", "optimized", "eager") for b in (1, 2)]
+    modes = ("cuda_graphs", "optimized", "eager")
+    assert [(r["mode"], r["batch"]) for r in rows] == [(mode, batch) for mode in modes for batch in (1, 2)]
     assert all(r["input"] == [64, 96] and len(r["end_to_end_s"]) >= 2 and r["instances"] == 100 * r["batch"]
                for r in rows)
     assert not any(r["graph_captured"] for r in rows)                  # no graphs on the CPU, and the page says so

@@ -88,6 +88,16 @@ def test_precision_and_device_errors():
         check_openvino_settings("cuda", "fp32", ["FP32"])
 
 
+def test_settings_are_checked_before_exporting(monkeypatch):
+    exports = []
+    monkeypatch.setattr("sparseinst_core.inference.export.export_onnx", lambda *args, **kwargs: exports.append(args))
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        create_backend("openvino", model=build_model("r18_giam", num_classes=2), device="cuda")
+    with pytest.raises(ValueError, match="not available with openvino"):
+        create_backend("openvino", model=build_model("r18_giam", num_classes=2), device="cpu", precision="fp16")
+    assert exports == []
+
+
 def test_input_size_is_fixed(onnx_file):
     backend = OpenVinoBackend(onnx_file, device="cpu")
     with pytest.raises(ValueError, match=r"takes \(96, 160\) inputs"):

@@ -28,7 +28,7 @@ from .defaults import BACKENDS, MAX_CUDA_GRAPHS, MAX_SESSIONS
 from .device import HostToDevice, check_precision, precision_context, resolve_device
 from .export import cached_export, check_export_input, export_onnx
 from .export_cache import ExportCache
-from .openvino_backend import OpenVinoBackend, check_openvino_model, import_openvino
+from .openvino_backend import OpenVinoBackend, check_openvino_model, check_openvino_settings, import_openvino
 from .optimize import optimize_for_inference
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -201,7 +201,8 @@ def _onnx_engine(backend: str, model, device, precision) -> Callable[[Path], Onn
     if backend == "onnxruntime":
         import_onnxruntime()
         return lambda path: OnnxRuntimeBackend(path, device=device, precision=precision)
-    import_openvino()
+    core = import_openvino().Core()
+    check_openvino_settings(device, precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if model is not None:
         check_openvino_model(vars(model.config))
     return lambda path: OpenVinoBackend(path, device=device, precision=precision)

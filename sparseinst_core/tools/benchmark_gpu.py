@@ -6,7 +6,8 @@
    with PyTorch's default TF32 convolutions is reported beside it), eager and replayed from a CUDA graph;
    fp16 instances with the CPU's labels and mask IoU >= 0.95.
 2. Speed, end to end (`Predictor`: resize, copy to the GPU, network, post-processing of all 100 instances,
-   instances on the host: scores, labels and mask crops) of r50_giam and r18_giam at 608 and 448 (shorter side of a 480x640 frame), fp32
+   instances on the host: scores, labels and mask crops) of r50_giam and r18_giam at 608 and 448 (shorter
+   side of a 480x640 frame), fp32
    and fp16, eager (plain model, autocast) / optimised (`optimize_for_inference`) / optimised + CUDA graphs,
    batches of 1 and 4; the network alone (from a CPU batch, copy included) beside it.
 3. The GPU's name, the versions, and every timing: gpu.json and gpu.md in --output-dir; the targets
@@ -268,7 +269,8 @@ def measure_speed(rows: list[Row], device: torch.device, seconds: float, min_cal
 def headline(rows: list[Row]) -> dict:
     """The best r50_giam 608 fp16 rates over the modes, for batch 1 and 4."""
     def best(batch):
-        rates = [r.images_per_s for r in rows if (r.preset, r.size, r.precision, r.batch) == ("r50_giam", 608, "fp16", batch)
+        rates = [r.images_per_s for r in rows
+                 if (r.preset, r.size, r.precision, r.batch) == ("r50_giam", 608, "fp16", batch)
                  and not r.skipped and r.end_to_end_s]
         return max(rates) if rates else None
     return {"single_stream_fps": best(1), "batch4_images_per_s": best(4)}
@@ -300,25 +302,27 @@ def markdown_report(results: dict) -> str:
     agreement = results["agreement"]
     if agreement:
         lines += ["", "## Agreement with the CPU (demo model, generated 480x640 scenes)", "",
-                  f"{agreement['scenes']} scenes at {agreement['input'][0]}x{agreement['input'][1]}. fp32: max relative "
-                  "error of the raw outputs against the CPU's eager fp32 (strict: TF32 off; tf32: PyTorch's default, "
-                  "TF32 convolutions):", "", "| path | max rel. error |", "|---|---|"]
-        lines += [f"| {name} | {value:.1e} |" for name, value in agreement["fp32"].items() if not name.endswith("captured")]
+                  f"{agreement['scenes']} scenes at {agreement['input'][0]}x{agreement['input'][1]}. fp32: max "
+                  "relative error of the raw outputs against the CPU's eager fp32 (strict: TF32 off; tf32: "
+                  "PyTorch's default, TF32 convolutions):", "", "| path | max rel. error |", "|---|---|"]
+        lines += [f"| {name} | {value:.1e} |" for name, value in agreement["fp32"].items()
+                  if not name.endswith("captured")]
         reduced = agreement["reduced"]
         lines += ["", f"{reduced['precision']} (optimised, CUDA graphs) against CPU fp32: {reduced['gpu_instances']} "
                   f"instances vs {reduced['cpu_instances']}; mask IoU mean {reduced['mask_iou_mean']:.4f} (min "
                   f"{reduced['mask_iou_min']:.3f}); same label {100 * reduced['same_label']:.0f}%."]
     lines += ["", "## End-to-end speed (random weights, all 100 instances post-processed)", "",
               "End to end = `Predictor(frame)` on a 480x640 frame (or a list of 4): resize, copy, network, "
-              "post-processing, instances (mask crops) on the host; median per call. Network = the backend on a CPU batch, copy "
-              "included; preprocess = resize and pad on the CPU (part of end to end).", "",
-              "| preset | size | input | precision | mode | batch | end-to-end ms | images/s | network ms | preprocess ms |",
+              "post-processing, instances (mask crops) on the host; median per call. Network = the backend on a "
+              "CPU batch, copy included; preprocess = resize and pad on the CPU (part of end to end).", "",
+              "| preset | size | input | precision | mode | batch | end-to-end ms | images/s | network ms "
+              "| preprocess ms |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         s = row["summary"]
         if "skipped" in s:
-            lines.append(f"| {row['preset']} | {row['size']} | {row['input'][0]}x{row['input'][1]} | {row['precision']} "
-                         f"| {row['mode']} | {row['batch']} | skipped: {s['skipped']} | | | |")
+            lines.append(f"| {row['preset']} | {row['size']} | {row['input'][0]}x{row['input'][1]} | "
+                         f"{row['precision']} | {row['mode']} | {row['batch']} | skipped: {s['skipped']} | | | |")
             continue
         mode = row["mode"] + (" (capture failed: eager)" if row["mode"] == "cuda_graphs" and not row["graph_captured"]
                               else "")
