@@ -107,12 +107,13 @@ def native_bf16(device: torch.device) -> str | None:
 
 @dataclass(frozen=True)
 class Variant:
+    """One path the benchmark compares; adding a backend or precision is one more entry in `VARIANTS`."""
     backend: str                 # the name in the results
     precision: str
     build: Callable[[Workload, torch.device, str, Path], Predictor]
     staged: bool = True          # backbone, encoder and decoder timed apart (a torch module), else one graph
-    supported: Callable[[torch.device], str | None] = anywhere   # why it cannot run on a device, or None
-    requires: tuple[str, ...] = ()                               # modules it imports
+    why_unsupported: Callable[[torch.device], str | None] = anywhere   # why it cannot run on a device, or None
+    requires: tuple[str, ...] = ()                                     # modules it imports
 
     @property
     def name(self) -> str:
@@ -120,7 +121,7 @@ class Variant:
 
     def unavailable(self, device: torch.device) -> str | None:
         """Why this variant cannot run on `device` here, or None."""
-        reason = self.supported(device)
+        reason = self.why_unsupported(device)
         if reason is not None:
             return reason
         for module in self.requires:
@@ -134,8 +135,8 @@ class Variant:
 VARIANTS = (
     Variant("eager", "fp32", build_eager),
     Variant("optimized", "fp32", build_optimized),
-    Variant("optimized", "fp16", build_optimized, supported=cuda_only),
-    Variant("optimized", "bf16", build_optimized, supported=native_bf16),
+    Variant("optimized", "fp16", build_optimized, why_unsupported=cuda_only),
+    Variant("optimized", "bf16", build_optimized, why_unsupported=native_bf16),
     Variant("onnxruntime", "fp32", build_onnxruntime, staged=False, requires=("onnx", "onnxruntime")),
 )
 REFERENCE = VARIANTS[0]
