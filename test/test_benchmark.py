@@ -85,6 +85,15 @@ def test_measuring_and_variant_modules_import_no_optional_dependency():
     assert imported.strip() == "[]"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_exits_2_before_measuring(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--device", "cuda", "--presets", "r50_giam", "r18_giam", "--sizes", "448", "608", "--no-maskrcnn"])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "no CUDA GPU" in captured.err and "matmul peak" not in captured.out
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """`python -m sparseinst_core.benchmark` on r18_giam at size 64 into a temporary folder, on one thread;

@@ -9,6 +9,7 @@ import argparse
 
 import torch
 
+from ...inference.device import resolve_device
 from ...model import PRESETS
 from .report import write_presets_doc, write_reports
 from .run import DEFAULT_SIZES, run_benchmark
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1 or args.rounds < 0 or any(size < 32 for size in args.sizes):
         parser.error("--repeats must be >= 1, --rounds >= 0 and every size at least 32")
-    results = run_benchmark(args.presets, args.sizes, args.repeats, device=args.device,
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as error:   # e.g. --device cuda without a GPU: exit 2, no traceback
+        parser.error(str(error))
+    results = run_benchmark(args.presets, args.sizes, args.repeats, device=device,
                             skip_backends=("onnxruntime",) if args.no_onnx else (),
                             maskrcnn=not args.no_maskrcnn, profile=not args.no_profile, rounds=args.rounds)
     write_reports(results, args.output_dir)
