@@ -5,13 +5,14 @@ src = max((y + 0.5) s - 0.5, 0), s = h / (4 H), per axis. Here that same coordin
 inside boxes, as Mask R-CNN pastes its masks (torchvision's paste_masks_in_image), with boxes that
 provably hold every pixel the resize can set: a bilinear value is a weighted mean of its four samples,
 so it exceeds the threshold only in a cell (the pixels between two sample rows and two sample columns)
-with a corner sample above it. Cells that can hold set pixels are grouped into parts (connected blocks
-of cells); an instance gets one crop per part, or one around all of them when that is cheaper.
+with a corner sample above it. An instance gets a crop around its cells that can hold set pixels; where
+those are sparse in it, one crop per part (connected blocks of cells), or one around all of them when
+that is cheaper.
 
 Inside a box the resize is two products with the pixels' bilinear weights (two non-zeros per row):
 crops up to BATCHED_CROP_SIZE pixels a side are resized together, padded to powers of two; larger ones
-one by one, in bands on the CPU. Everything runs on the probabilities' device; only the small block
-summaries of the parts search go to the host.
+in batches of one box (aten's resize where it can, else products in bands on the CPU). The resizing runs
+on the probabilities' device; the search for the boxes on the host (one byte per cell).
 """
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ END_BIT = np.array([b.bit_length() for b in range(16)], dtype=np.int64)
 # The fixed cost of one crop, in pixels of resizing: an instance gets one crop per part only when that
 # saves more than this per extra crop over one crop around all its parts.
 CROP_COST_PIXELS = 4096
+# An instance whose support cells fill at least this fraction of their bounding box gets that box as its
+# crop; sparser ones are split into parts.
+DENSE_FRACTION = 0.25
 # Crops up to this many pixels a side are resized in batches; padded sizes are powers of two from 16.
 BATCHED_CROP_SIZE = 128
 MIN_BATCHED_SIZE = 16
 # Large crops on the CPU: resized by aten's kernel when that adds at most this fraction of pixels before
 # the box and the float result stays small; else by products with the weights, in bands of BAND_PIXELS.
 ANCHORED_OVERHEAD = 1.25
-CPU_RESIZE_PIXELS = 1 << 20
+CPU_RESIZE_PIXELS = 1 << 22
 BAND_PIXELS = 128
 
 
@@ -95,49 +99,47 @@ def axis_maps(original_size: tuple[int, int], image_size: tuple[int, int],
             AxisMap(original_size[1], image_size[1], samples_size[1]))
 
 
-def mask_supports(above: torch.Tensor) -> torch.Tensor:
+def mask_supports(above: np.ndarray) -> np.ndarray:
     """(K, rows, cols) samples above the threshold -> (K, rows, cols) cells with a corner sample above it:
     the only cells where the resize can set pixels."""
-    support = above.clone()
+    support = above.copy()
     support[:, :-1] |= above[:, 1:]
-    support[:, :, :-1] |= support[:, :, 1:].clone()
+    support[:, :, :-1] |= support[:, :, 1:]                                 # numpy buffers overlapping operands
     return support
 
 
-def block_extents(support: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(K, rows, cols) cells -> blocks holding support (K, by, bx) bool and the cells each of those
-    holds: (blocks, 4) top, left, bottom, right (exclusive), on the host.
+def crop_boxes(above: np.ndarray, rows: AxisMap, cols: AxisMap) -> tuple[np.ndarray, np.ndarray]:
+    """(K, rows, cols) samples above the threshold -> the crops to compute: instances (P,) and pixel
+    boxes (P, 4) x0, y0, x1, y1 (exclusive) that together hold every pixel the resize can set.
 
-    A block's four cells of a row are the four bytes of one int32, so the summaries are element-wise
-    ORs and comparisons (torch reduces tiny dimensions slowly); bytes are read back one by one, so the
-    machine's byte order does not matter.
+    An instance whose support fills at least DENSE_FRACTION of its bounding box gets that box; the
+    others are split into parts (`sparse_parts`). Runs on the host, one byte per cell.
     """
-    count, height, width = support.shape
-    by, bx = -(-height // BLOCK), -(-width // BLOCK)
-    padded = support.new_zeros((count, by * BLOCK, bx * BLOCK))
-    padded[:, :height, :width] = support
-    words = padded.view(torch.int32).view(count, by, BLOCK, bx)           # a block's row per int32
-    columns = words[:, :, 0] | words[:, :, 1] | words[:, :, 2] | words[:, :, 3]   # (K, by, bx): byte j: column j
-    row_hits = (words != 0).cpu().numpy().view(np.uint8)                   # (K, by, BLOCK, bx): row i
-    column_hits = columns.cpu().numpy().view(np.uint8).reshape(count, by, bx, BLOCK)
-    row_bits = row_hits[:, :, 0] | row_hits[:, :, 1] << 1 | row_hits[:, :, 2] << 2 | row_hits[:, :, 3] << 3
-    column_bits = (column_hits[..., 0] | column_hits[..., 1] << 1 | column_hits[..., 2] << 2
-                   | column_hits[..., 3] << 3)                             # (K, by, bx): bit i for row/column i
-    occupied = row_bits != 0
-    _, block_y, block_x = np.nonzero(occupied)
-    row_bits, column_bits = row_bits[occupied], column_bits[occupied]
-    top, left = block_y * BLOCK, block_x * BLOCK
-    extents = np.stack([top + FIRST_BIT[row_bits], left + FIRST_BIT[column_bits],
-                        top + END_BIT[row_bits], left + END_BIT[column_bits]], axis=1)
-    return occupied, extents
+    support = mask_supports(above)
+    row_hits, col_hits = support.any(axis=2), support.any(axis=1)          # (K, rows), (K, cols)
+    present = np.flatnonzero(row_hits.any(axis=1))
+    row_hits, col_hits = row_hits[present], col_hits[present]
+    bounds = np.stack([row_hits.argmax(axis=1), col_hits.argmax(axis=1),    # top, left, bottom, right cells
+                       row_hits.shape[1] - row_hits[:, ::-1].argmax(axis=1),
+                       col_hits.shape[1] - col_hits[:, ::-1].argmax(axis=1)], axis=1)
+    filled = np.count_nonzero(support[present], axis=(1, 2))
+    dense = filled >= DENSE_FRACTION * (bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1])
+    part_instances, part_cells = sparse_parts(support[present[~dense]])
+    instances = np.concatenate([present[dense], present[~dense][part_instances]])
+    cells = np.concatenate([bounds[dense], part_cells])
+    y0, y1 = rows.pixels(cells[:, 0], cells[:, 2])
+    x0, x1 = cols.pixels(cells[:, 1], cells[:, 3])
+    boxes = np.stack([x0, y0, x1, y1], axis=1)
+    keep = (x1 > x0) & (y1 > y0)                                            # cells that hold no pixel
+    return merge_parts(instances[keep], boxes[keep], len(support))
 
 
-def crop_boxes(support: torch.Tensor, rows: AxisMap, cols: AxisMap) -> tuple[np.ndarray, np.ndarray]:
-    """(K, rows, cols) support cells -> the crops to compute: instances (P,) and pixel boxes (P, 4)
-    x0, y0, x1, y1 (exclusive) that together hold every pixel the resize can set.
+def sparse_parts(support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, rows, cols) support cells -> parts: connected groups of BLOCK x BLOCK blocks of cells, as
+    (parts,) instance indices and (parts, 4) top, left, bottom, right (exclusive) cells.
 
     One connected-components pass labels the parts of all instances at once (their block maps side by
-    side, a column of empty blocks apart).
+    side, a column of empty blocks apart); each part's cells are the union of its blocks' own cells.
     """
     occupied, extents = block_extents(support)
     count, by, bx = occupied.shape
@@ -146,21 +148,42 @@ def crop_boxes(support: torch.Tensor, rows: AxisMap, cols: AxisMap) -> tuple[np.
     canvas = np.zeros((by, count, bx + 1), dtype=np.uint8)
     canvas[:, :, :bx] = occupied.transpose(1, 0, 2)
     num_labels, labels = cv2.connectedComponents(canvas.reshape(by, count * (bx + 1)), connectivity=8)
-    labels = labels.reshape(by, count, bx + 1)[:, :, :bx].transpose(1, 0, 2)   # (K, by, bx)
+    labels = labels.reshape(by, count, bx + 1)[:, :, :bx].transpose(1, 0, 2)   # (n, by, bx)
     part_of_block = labels[occupied]                                        # (blocks,) labels from 1
     # labels fit 16 bits in practice, where numpy's stable sort is a radix sort
     order = np.argsort(part_of_block.astype(np.min_scalar_type(num_labels)), kind="stable")
     part_of_block, instance = part_of_block[order], np.nonzero(occupied)[0][order]
     block_cells = extents[order]                                            # (blocks, 4)
     starts = np.flatnonzero(np.diff(part_of_block, prepend=0))              # first block of each part
-    instance = instance[starts]
-    cells = np.concatenate([np.minimum.reduceat(block_cells[:, :2], starts), np.maximum.reduceat(block_cells[:, 2:], starts)], axis=1)
-    y0, y1 = rows.pixels(cells[:, 0], cells[:, 2])
-    x0, x1 = cols.pixels(cells[:, 1], cells[:, 3])
-    boxes = np.stack([x0, y0, x1, y1], axis=1)
-    keep = (x1 > x0) & (y1 > y0)                                            # parts of cells with no pixel
-    instance, boxes = instance[keep], boxes[keep]
-    return merge_parts(instance, boxes, count)
+    return instance[starts], np.concatenate([np.minimum.reduceat(block_cells[:, :2], starts),
+                                             np.maximum.reduceat(block_cells[:, 2:], starts)], axis=1)
+
+
+def block_extents(support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, rows, cols) cells -> blocks holding support (n, by, bx) bool and the cells each of those
+    holds: (blocks, 4) top, left, bottom, right (exclusive).
+
+    A block's four cells of a row are the four bytes of one uint32, so the summaries are element-wise
+    ORs and comparisons; bytes are read back one by one, so the machine's byte order does not matter.
+    """
+    count, height, width = support.shape
+    by, bx = -(-height // BLOCK), -(-width // BLOCK)
+    padded = np.zeros((count, by * BLOCK, bx * BLOCK), dtype=bool)
+    padded[:, :height, :width] = support
+    words = padded.view(np.uint32).reshape(count, by, BLOCK, bx)           # a block's row per uint32
+    columns = words[:, :, 0] | words[:, :, 1] | words[:, :, 2] | words[:, :, 3]   # (n, by, bx): byte j: column j
+    row_hits = (words != 0).view(np.uint8)                                 # (n, by, BLOCK, bx): row i
+    column_hits = columns.view(np.uint8).reshape(count, by, bx, BLOCK)
+    row_bits = row_hits[:, :, 0] | row_hits[:, :, 1] << 1 | row_hits[:, :, 2] << 2 | row_hits[:, :, 3] << 3
+    column_bits = (column_hits[..., 0] | column_hits[..., 1] << 1 | column_hits[..., 2] << 2
+                   | column_hits[..., 3] << 3)                             # (n, by, bx): bit i for row/column i
+    occupied = row_bits != 0
+    _, block_y, block_x = np.nonzero(occupied)
+    row_bits, column_bits = row_bits[occupied], column_bits[occupied]
+    top, left = block_y * BLOCK, block_x * BLOCK
+    extents = np.stack([top + FIRST_BIT[row_bits], left + FIRST_BIT[column_bits],
+                        top + END_BIT[row_bits], left + END_BIT[column_bits]], axis=1)
+    return occupied, extents
 
 
 def merge_parts(instances: np.ndarray, boxes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,32 +214,31 @@ def paste_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, r
                 mask_threshold: float) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Resize probs (K, rows, cols) into the crops (P,) instances, (P, 4) boxes and binarise them.
 
-    Returns the crops' instances and boxes in the order their values come in, and the values: (sum of
-    areas,) bool on the probabilities' device, each crop row-major in turn.
+    Small crops go in batches of one padded size, large ones in batches of one box. Returns the crops'
+    instances and boxes in the order their values come in, and the values: (sum of areas,) bool on the
+    probabilities' device, each crop row-major in turn.
     """
     heights, widths = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
-    batched = (heights <= BATCHED_CROP_SIZE) & (widths <= BATCHED_CROP_SIZE)
+    small = (heights <= BATCHED_CROP_SIZE) & (widths <= BATCHED_CROP_SIZE)
     padded_heights, padded_widths = padded_size(heights), padded_size(widths)
-    large = (BATCHED_CROP_SIZE + 1) ** 2                                    # the key of large crops: last
-    key = np.where(batched, padded_heights * (BATCHED_CROP_SIZE + 1) + padded_widths, large)
-    order = np.argsort(key, kind="stable")
-    instances, boxes, key = instances[order], boxes[order], key[order]
+    size_key = np.where(small, padded_heights * (BATCHED_CROP_SIZE + 1) + padded_widths, -1)
+    group_key = np.column_stack([size_key, np.where(small[:, None], 0, boxes)])   # (P, 5)
+    order = np.lexsort(group_key.T[::-1])
+    instances, boxes, group_key = instances[order], boxes[order], group_key[order]
     values = torch.empty(int(box_areas(boxes).sum()), dtype=torch.bool, device=probs.device)
     start = 0
-    for first, last in runs(key):
-        group_boxes = boxes[first:last]
-        if key[first] == large:                                             # one by one
-            for instance, box in zip(instances[first:last].tolist(), group_boxes.tolist()):
-                area = (box[2] - box[0]) * (box[3] - box[1])
-                paste_large_crop(probs[instance], rows, cols, box, mask_threshold,
-                                 values[start:start + area].view(box[3] - box[1], box[2] - box[0]))
-                start += area
+    for first, last in runs(group_key):
+        group_instances, group_boxes = instances[first:last], boxes[first:last]
+        area = int(box_areas(group_boxes).sum())
+        out = values[start:start + area]
+        if group_key[first, 0] < 0:
+            x0, y0, x1, y1 = group_boxes[0].tolist()
+            paste_large_crops(probs[torch.from_numpy(group_instances).to(probs.device)], rows, cols,
+                              (x0, y0, x1, y1), mask_threshold, out.view(last - first, y1 - y0, x1 - x0))
         else:
-            area = int(box_areas(group_boxes).sum())
             size = (int(padded_heights[order[first]]), int(padded_widths[order[first]]))
-            paste_small_crops(probs, instances[first:last], group_boxes, size, rows, cols, mask_threshold,
-                              values[start:start + area])
-            start += area
+            paste_small_crops(probs, group_instances, group_boxes, size, rows, cols, mask_threshold, out)
+        start += area
     return instances, boxes, values
 
 
@@ -226,12 +248,12 @@ def padded_size(sizes: np.ndarray) -> np.ndarray:
     return np.left_shift(1, powers)
 
 
-def runs(key: np.ndarray) -> list[tuple[int, int]]:
-    """[first, last) index ranges of equal consecutive keys."""
-    if len(key) == 0:
+def runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last) index ranges of equal consecutive rows of keys (P, k)."""
+    if len(keys) == 0:
         return []
-    edges = np.flatnonzero(np.diff(key)) + 1
-    bounds = np.concatenate([[0], edges, [len(key)]]).tolist()
+    edges = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
+    bounds = np.concatenate([[0], edges, [len(keys)]]).tolist()
     return list(zip(bounds[:-1], bounds[1:]))
 
 
@@ -263,13 +285,13 @@ def paste_small_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndar
         torch.masked_select(binary, torch.from_numpy(in_crop).to(device), out=out)
 
 
-def paste_large_crop(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
-                     out: torch.Tensor) -> None:
-    """One crop `box` (x0, y0, x1, y1) of probs (rows, cols) -> out (y1 - y0, x1 - x0) bool.
+def paste_large_crops(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
+                      out: torch.Tensor) -> None:
+    """Crops of one `box` (x0, y0, x1, y1): probs (n, rows, cols) -> out (n, y1 - y0, x1 - x0) bool.
 
     On the CPU, aten's resize kernel is the fastest per pixel, but it can only start where the map
-    repeats (`AxisMap.anchor`): it runs when the pixels it adds before the box are few; otherwise the
-    two products with the weights.
+    repeats (`AxisMap.anchor`): it runs when the pixels it adds before the box are few and its float
+    result stays small; otherwise the two products with the weights.
     """
     x0, y0, x1, y1 = box
     top, a = rows.anchor(y0)
@@ -278,32 +300,35 @@ def paste_large_crop(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mas
     if (probs.device.type == "cpu" and resized_area <= ANCHORED_OVERHEAD * (y1 - y0) * (x1 - x0)
             and resized_area <= CPU_RESIZE_PIXELS):
         b, d = int(rows.upper[y1 - 1]) + 1, int(cols.upper[x1 - 1]) + 1
-        resized = torch.ops.aten.upsample_bilinear2d(probs[None, None, a:b, c:d], [y1 - top, x1 - left], False,
-                                                     rows.upsampling, cols.upsampling)[0, 0]
-        torch.gt(resized[y0 - top:, x0 - left:], mask_threshold, out=out)
+        chunk = CPU_RESIZE_PIXELS // resized_area
+        for start in range(0, len(probs), chunk):
+            resized = torch.ops.aten.upsample_bilinear2d(probs[start:start + chunk, None, a:b, c:d], [y1 - top, x1 - left],
+                                                         False, rows.upsampling, cols.upsampling)[:, 0]
+            torch.gt(resized[:, y0 - top:, x0 - left:], mask_threshold, out=out[start:start + chunk])
     else:
         paste_by_products(probs, rows, cols, box, mask_threshold, out)
 
 
 def paste_by_products(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
                       out: torch.Tensor) -> None:
-    """`paste_large_crop` as products with the bilinear weights: on the CPU by bands of BAND_PIXELS
+    """`paste_large_crops` as products with the bilinear weights: on the CPU by bands of BAND_PIXELS
     columns, then rows, each with only the samples its band reads (a product over the whole window would
     mostly multiply zeros); on a GPU, one product per axis."""
     x0, y0, x1, y1 = box
     a, b = (int(i) for i in rows.samples(y0, y1))
     band = BAND_PIXELS if probs.device.type == "cpu" else max(y1 - y0, x1 - x0)
-    columns = torch.empty((x1 - x0, b - a), dtype=probs.dtype, device=probs.device)   # (w, r): resized in x
+    columns = torch.empty((len(probs), x1 - x0, b - a), dtype=probs.dtype, device=probs.device)   # (n, w, r)
     for start in range(x0, x1, band):
         end = min(start + band, x1)
         first, last = (int(i) for i in cols.samples(start, end))
         weights = band_weights(cols, start, end, first, last, probs.device)             # (band, c)
-        torch.matmul(weights, probs[a:b, first:last].T, out=columns[start - x0:end - x0])
+        torch.matmul(weights, probs[:, a:b, first:last].transpose(1, 2), out=columns[:, start - x0:end - x0])
     for start in range(y0, y1, band):
         end = min(start + band, y1)
         first, last = (int(i) for i in rows.samples(start, end))
         weights = band_weights(rows, start, end, first, last, probs.device)             # (band, r)
-        torch.gt(weights @ columns[:, first - a:last - a].T, mask_threshold, out=out[start - y0:end - y0])
+        torch.gt(weights @ columns[:, :, first - a:last - a].transpose(1, 2), mask_threshold,
+                 out=out[:, start - y0:end - y0])
 
 
 def band_weights(axis: AxisMap, start: int, end: int, first: int, last: int, device: torch.device) -> torch.Tensor:

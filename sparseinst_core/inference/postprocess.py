@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .defaults import MAX_INSTANCES
 from .mask_crops import MaskCrops
-from .mask_paste import axis_maps, crop_boxes, mask_supports, paste_crops
+from .mask_paste import axis_maps, crop_boxes, paste_crops
 
 # Float elements per interpolation chunk on the CPU (16 MB): large enough to amortise the call, small
 # enough that the chunk is still in cache when it is thresholded.
@@ -148,6 +148,6 @@ def postprocess_crops(pred_logits, pred_scores, pred_masks, padded_size, image_s
     scores, labels = scores[order], labels[order]
     probs = image_window(mask_probs[order], image_size)                    # (K, rows, cols)
     rows, cols = axis_maps(tuple(original_size), tuple(image_size), tuple(probs.shape[-2:]))
-    instances, boxes = crop_boxes(mask_supports(image_window(binary[order], image_size)), rows, cols)
+    instances, boxes = crop_boxes(image_window(binary[order], image_size).cpu().numpy(), rows, cols)
     instances, boxes, values = paste_crops(probs, instances, boxes, rows, cols, mask_threshold)
     return scores, labels, MaskCrops(tuple(original_size), len(scores), instances, boxes, values)
