@@ -121,7 +121,7 @@ def test_a_writer_killed_midway_leaves_no_entry_and_its_temporary_file_is_remove
             time.sleep(60)
         ExportCache().get_or_create("m.onnx", write)
         """)
-    assert writer.stdout.readline().strip() == "writing"
+    assert writer.stdout.readline().strip() == "writing", writer.stderr.read()
     writer.send_signal(signal.SIGTERM)
     writer.wait(timeout=30)
     assert not (cache_dir / "m.onnx").exists()                        # no half file under the final name
@@ -233,8 +233,12 @@ def test_a_process_stopped_by_sigterm_leaves_nothing_in_the_temporary_folder(tmp
         print("ready", flush=True)
         time.sleep(120)
         """, TMPDIR=str(temporary))
-    line = child.stdout.readline().strip()
-    assert line == "ready", child.stderr.read()
+    printed = []
+    for line in child.stdout:               # until the child is ready (or has ended)
+        printed.append(line)
+        if line.strip() == "ready":
+            break
+    assert printed and printed[-1].strip() == "ready", "".join(printed) + child.stderr.read()
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == -signal.SIGTERM
     assert list(temporary.rglob("*")) == []
