@@ -31,7 +31,8 @@ GROUND_TRUTH = [Frame(0.1 * i, [truth(1, 10 + 5 * i), truth(2, 100 - 5 * i)]) fo
 
 
 def test_perfect_outputs_score_one():
-    outputs = [FrameOutput(f.stamp, [output(7, 10 + 5 * i), output(9, 100 - 5 * i)]) for i, f in enumerate(GROUND_TRUTH)]
+    outputs = [FrameOutput(f.stamp, [output(7, 10 + 5 * i), output(9, 100 - 5 * i)])
+               for i, f in enumerate(GROUND_TRUTH)]
     summary = summarise([score_sequence(GROUND_TRUTH, outputs)])
     assert summary["idf1"] == 1.0 and summary["mota"] == 1.0 and summary["id_switches"] == 0
     assert summary["gt_tracks"] == 2 and summary["frames"] == 6
@@ -77,6 +78,7 @@ def test_the_node_outputs_read_from_a_label_image():
     assert summary["idf1"] == 1.0 and summary["matched_without_3d"] == 1
 
 
+@pytest.mark.slow
 def test_the_command_prints_and_writes_the_numbers(tmp_path, capsys):
     path = tmp_path / "numbers.json"
     assert benchmark_3d.main(["--sequences", "1", "--frames", "12", "--skip-model", "--cost-frames", "4",

@@ -137,6 +137,7 @@ def test_impossible_settings_are_refused(settings, message):
         RgbdSequenceConfig(**settings)
 
 
+@pytest.mark.slow
 def test_the_shipped_demo_model_detects_the_objects():
     """At the node's default input size (the model's own test size), most visible objects are found."""
     from sparseinst_core.inference import load_predictor

@@ -52,7 +52,7 @@ class GeometryOptions:
 
     min_points: int = 30                  # fewer valid inliers: no 3D for the instance
     max_points_per_instance: int = 2000   # points kept for a point cloud output
-    edge_erosion_px: int = 2              # depth pixels removed along the mask edge (at most half its thickness)
+    edge_erosion_px: int = 2              # depth pixels removed along the mask edge (fewer for thin masks)
     outlier_mads: float = 3.0             # inlier band half-width, in Gaussian sigmas estimated by the MAD
     min_outlier_band: float = 0.01        # metres: the band is never narrower than this
     extent_percentiles: tuple[float, float] = (1.0, 99.0)

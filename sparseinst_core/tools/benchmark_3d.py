@@ -205,7 +205,8 @@ def jitter(mask: InstanceMask, rng: np.random.Generator) -> InstanceMask:
     if kind == 2:
         dx, dy = rng.integers(-amount, amount + 1, size=2)
         return mask.shifted(int(dx), int(dy))
-    padded = cv2.copyMakeBorder(np.ascontiguousarray(mask.mask).view(np.uint8), amount, amount, amount, amount, cv2.BORDER_CONSTANT, 0)
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(mask.mask).view(np.uint8), amount, amount, amount, amount,
+                                cv2.BORDER_CONSTANT, value=0)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * amount + 1, 2 * amount + 1))
     changed = (cv2.dilate if kind == 0 else cv2.erode)(padded, kernel).astype(bool)
     return InstanceMask.tight(changed, mask.x - amount, mask.y - amount)
