@@ -78,7 +78,7 @@ def test_variants_left_out_on_request_or_where_they_cannot_run():
 
 def test_measuring_and_variant_modules_import_no_optional_dependency():
     """What a GPU machine with only torch/torchvision/OpenCV/NumPy can import: the whole benchmark package."""
-    optional = ("pycocotools", "scipy", "matplotlib", "rclpy", "onnx", "onnxruntime")
+    optional = ("pycocotools", "scipy", "matplotlib", "rclpy", "onnx", "onnxruntime", "openvino")
     code = ("import sys, sparseinst_core.tools.benchmark.variants, sparseinst_core.tools.benchmark.cli; "
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({optional!r})))")
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -137,7 +137,7 @@ def test_a_tiny_run_writes_typed_rows_to_json_and_markdown(tiny_run):
         assert row.instances == 100                                  # threshold 0: every query post-processed
         assert row.fps == pytest.approx(1e3 / row.end_to_end_ms)
         assert len(row.end_to_end_rounds_ms) == 2
-        assert (row.backbone_ms is None) == (row.backend == "onnxruntime")
+        assert (row.backbone_ms is None) == (row.backend in ("onnxruntime", "openvino"))
     assert {(a.backend, a.precision) for a in results.agreement} == set(paths[1:])
     assert all(a.max_relative_error < 1e-3 for a in results.agreement if a.precision == "fp32")
     assert [r.ratio for r in results.ratios][0].startswith("optimized fp32 vs eager fp32")

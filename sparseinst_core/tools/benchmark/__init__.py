@@ -11,7 +11,8 @@ project targets. Writes benchmark.json, benchmark.md and (with matplotlib) bench
 
 Backends: "eager" (the plain model, official two-step post-processing: the baseline), "optimized"
 (`optimize_for_inference` + fast post-processing) in fp32, in bf16 where the CPU or GPU computes in it,
-and in fp16 on CUDA, and "onnxruntime" (exported for each size, fast post-processing). Random weights:
+and in fp16 on CUDA, "onnxruntime" (exported for each size, fast post-processing) and "openvino" (the same
+export compiled by OpenVINO for the CPU; bf16 where the CPU runs it). Random weights:
 speed does not depend on them (the threshold is 0 so all 100 queries are post-processed).
 
 `--write-presets-doc docs/presets.md` writes the FLOPs/parameters table of every preset instead.

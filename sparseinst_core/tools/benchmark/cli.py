@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/benchmark", help="where JSON, Markdown and PNG go")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime backend")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="skip the backends that run an ONNX export (onnxruntime, openvino)")
     parser.add_argument("--no-maskrcnn", action="store_true", help="skip the Mask R-CNN peer")
     parser.add_argument("--no-profile", action="store_true", help="skip the convolution-efficiency profile")
     parser.add_argument("--write-presets-doc", metavar="PATH", help="only write the presets FLOPs/params table")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, ValueError) as error:   # e.g. --device cuda without a GPU: exit 2, no traceback
         parser.error(str(error))
     results = run_benchmark(args.presets, args.sizes, args.repeats, device=device,
-                            skip_backends=("onnxruntime",) if args.no_onnx else (),
+                            skip_backends=("onnxruntime", "openvino") if args.no_onnx else (),
                             maskrcnn=not args.no_maskrcnn, profile=not args.no_profile, rounds=args.rounds)
     write_reports(results, args.output_dir)
     return 0

@@ -8,7 +8,8 @@ variant gets one `VariantResult` (stage latencies, post-processing, end to end);
 run in interleaved end-to-end rounds, from which the speed-up ratios are taken. The Mask R-CNN peer is
 measured on the same frame.
 
-Only PyTorch, torchvision and NumPy are imported at module level (ONNX Runtime where its variant runs).
+Only PyTorch, torchvision and NumPy are imported at module level (ONNX Runtime and OpenVINO where their
+variants run).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +82,13 @@ def build_optimized(workload: Workload, device: torch.device, precision: str, ex
     return Predictor(workload.model, **_predictor_options(workload, device, precision))
 
 
-def build_onnxruntime(workload: Workload, device: torch.device, precision: str, export_dir: Path) -> Predictor:
-    """Exported for this input size into `export_dir`, run by ONNX Runtime, fast post-processing."""
+def build_exported(workload: Workload, device: torch.device, precision: str, export_dir: Path,
+                   backend: str = "onnxruntime") -> Predictor:
+    """Exported for this input size into `export_dir` (one file for both engines), run by `backend`
+    (ONNX Runtime or OpenVINO), fast post-processing."""
     height, width = workload.geometry.padded
     onnx_path = export_dir / f"{workload.preset}_{height}x{width}.onnx"
-    return Predictor(workload.model, backend="onnxruntime", onnx_path=onnx_path, input_size=(height, width),
+    return Predictor(workload.model, backend=backend, onnx_path=onnx_path, input_size=(height, width),
                      **_predictor_options(workload, device, precision))
 
 
@@ -95,6 +99,21 @@ def anywhere(device: torch.device) -> str | None:
 
 def cuda_only(device: torch.device) -> str | None:
     return None if device.type == "cuda" else "needs a CUDA GPU"
+
+
+def openvino_on_cpu(device: torch.device, precision: str = "fp32") -> str | None:
+    """OpenVINO runs on the CPU, in bf16 only where the CPU does (its OPTIMIZATION_CAPABILITIES)."""
+    if device.type != "cpu":
+        return "runs on the CPU only"
+    try:
+        import openvino
+    except ImportError as error:
+        return str(error)
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    wanted = {"fp32": "FP32", "bf16": "BF16"}[precision]
+    if wanted not in capabilities:
+        return f"this CPU does not run OpenVINO in {precision} ({', '.join(capabilities)})"
+    return None
 
 
 def native_bf16(device: torch.device) -> str | None:
@@ -137,7 +156,11 @@ VARIANTS = (
     Variant("optimized", "fp32", build_optimized),
     Variant("optimized", "fp16", build_optimized, why_unsupported=cuda_only),
     Variant("optimized", "bf16", build_optimized, why_unsupported=native_bf16),
-    Variant("onnxruntime", "fp32", build_onnxruntime, staged=False, requires=("onnx", "onnxruntime")),
+    Variant("onnxruntime", "fp32", build_exported, staged=False, requires=("onnx", "onnxruntime")),
+    Variant("openvino", "fp32", partial(build_exported, backend="openvino"), staged=False,
+            why_unsupported=openvino_on_cpu, requires=("onnx", "openvino")),
+    Variant("openvino", "bf16", partial(build_exported, backend="openvino"), staged=False,
+            why_unsupported=partial(openvino_on_cpu, precision="bf16"), requires=("onnx", "openvino")),
 )
 REFERENCE = VARIANTS[0]
 
@@ -147,6 +170,8 @@ SPEED_UPS = (
     ("bf16 vs fp32 (optimized)", ("optimized", "bf16"), ("optimized", "fp32")),
     ("fp16 vs fp32 (optimized)", ("optimized", "fp16"), ("optimized", "fp32")),
     ("onnxruntime vs optimized torch (fp32)", ("onnxruntime", "fp32"), ("optimized", "fp32")),
+    ("openvino vs optimized torch (fp32)", ("openvino", "fp32"), ("optimized", "fp32")),
+    ("openvino bf16 vs openvino fp32", ("openvino", "bf16"), ("openvino", "fp32")),
 )
 
 
