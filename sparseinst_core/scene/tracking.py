@@ -173,6 +173,7 @@ class MaskTracker:
         config = self.config
         cost = np.full((len(self._tracks), len(observations)), _INFEASIBLE)
         centres = [obs.mask.centre().tolist() for obs in observations]
+        boxes = [obs.mask.box for obs in observations]
         ranges = [None if obs.centroid is None else math.hypot(*obs.centroid) for obs in observations]
         for track_index, track in enumerate(self._tracks):
             unseen = stamp - track.last_seen
@@ -194,9 +195,9 @@ class MaskTracker:
                     continue
                 centre_x, centre_y = centres[obs_index]
                 centre_distance = math.hypot(centre_x - predicted_x, centre_y - predicted_y) / size
-                iou = mask_iou(predicted_mask, obs.mask)
-                if moved:                                                     # or did it stop?
-                    iou = max(iou, mask_iou(track.mask, obs.mask))
+                candidates = [predicted_mask, track.mask] if moved else [predicted_mask]   # moved, or stopped
+                iou = max((mask_iou(mask, obs.mask) for mask in candidates
+                           if _boxes_overlap(mask.box, boxes[obs_index])), default=0.0)
                 if iou < config.min_iou and centre_distance > centre_gate:
                     continue
                 pair_cost = 1.0 - iou + config.centre_weight * min(centre_distance / centre_gate, 1.0)
@@ -254,3 +255,8 @@ def _assignment(cost: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> list
     pairs = cost[np.ix_(rows, columns)]                                            # (R, C)
     return [(int(rows[row]), int(columns[column])) for row, column in zip(*linear_sum_assignment(pairs))
             if pairs[row, column] < _INFEASIBLE]
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two (x0, y0, x1, y1) boxes (x1, y1 exclusive) share a pixel: masks in them can overlap."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
