@@ -210,13 +210,13 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def paste_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, rows: AxisMap, cols: AxisMap,
-                mask_threshold: float) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Resize probs (K, rows, cols) into the crops (P,) instances, (P, 4) boxes and binarise them.
+def paste_crops(probs: torch.Tensor, sources: np.ndarray, boxes: np.ndarray, rows: AxisMap, cols: AxisMap,
+                mask_threshold: float) -> tuple[np.ndarray, torch.Tensor]:
+    """Resize rows `sources` (P,) of probs (K, rows, cols) into the crops `boxes` (P, 4), and binarise.
 
-    Small crops go in batches of one padded size, large ones in batches of one box. Returns the crops'
-    instances and boxes in the order their values come in, and the values: (sum of areas,) bool on the
-    probabilities' device, each crop row-major in turn.
+    Small crops go in batches of one padded size, large ones in batches of one box. Returns the order
+    (P,) in which the crops' values come, and the values: (sum of areas,) bool on the probabilities'
+    device, each crop row-major in turn.
     """
     heights, widths = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
     small = (heights <= BATCHED_CROP_SIZE) & (widths <= BATCHED_CROP_SIZE)
@@ -224,22 +224,22 @@ def paste_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, r
     size_key = np.where(small, padded_heights * (BATCHED_CROP_SIZE + 1) + padded_widths, -1)
     group_key = np.column_stack([size_key, np.where(small[:, None], 0, boxes)])   # (P, 5)
     order = np.lexsort(group_key.T[::-1])
-    instances, boxes, group_key = instances[order], boxes[order], group_key[order]
+    sources, boxes, group_key = sources[order], boxes[order], group_key[order]
     values = torch.empty(int(box_areas(boxes).sum()), dtype=torch.bool, device=probs.device)
     start = 0
     for first, last in runs(group_key):
-        group_instances, group_boxes = instances[first:last], boxes[first:last]
+        group_sources, group_boxes = sources[first:last], boxes[first:last]
         area = int(box_areas(group_boxes).sum())
         out = values[start:start + area]
         if group_key[first, 0] < 0:
             x0, y0, x1, y1 = group_boxes[0].tolist()
-            paste_large_crops(probs[torch.from_numpy(group_instances).to(probs.device)], rows, cols,
+            paste_large_crops(probs[torch.from_numpy(group_sources).to(probs.device)], rows, cols,
                               (x0, y0, x1, y1), mask_threshold, out.view(last - first, y1 - y0, x1 - x0))
         else:
             size = (int(padded_heights[order[first]]), int(padded_widths[order[first]]))
-            paste_small_crops(probs, group_instances, group_boxes, size, rows, cols, mask_threshold, out)
+            paste_small_crops(probs, group_sources, group_boxes, size, rows, cols, mask_threshold, out)
         start += area
-    return instances, boxes, values
+    return order, values
 
 
 def padded_size(sizes: np.ndarray) -> np.ndarray:
@@ -257,11 +257,12 @@ def runs(keys: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def paste_small_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
+def paste_small_crops(probs: torch.Tensor, sources: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
                       rows: AxisMap, cols: AxisMap, mask_threshold: float, out: torch.Tensor) -> None:
-    """Crops that fit `size` (h, w), resized as one batch: each crop's weights and samples are gathered
-    into padded (n, h, r), (n, r, c), (n, w, c) tensors (zero weights in the padding), and the crops'
-    own pixels of the binarised (n, h, w) result are written to `out`, one crop after the other."""
+    """Crops of rows `sources` of probs that fit `size` (h, w), resized as one batch: each crop's weights
+    and samples are gathered into padded (n, h, r), (n, r, c), (n, w, c) tensors (zero weights in the
+    padding), and the crops' own pixels of the binarised (n, h, w) result are written to `out`, one crop
+    after the other."""
     device = probs.device
     x0, y0, x1, y1 = boxes.T
     first_row, end_row = rows.samples(y0, y1)
@@ -272,8 +273,8 @@ def paste_small_crops(probs: torch.Tensor, instances: np.ndarray, boxes: np.ndar
     col_weights = cols.weights(x0[:, None] + np.arange(size[1]), sample_cols)          # (n, w, c)
     sample_rows, sample_cols = (torch.from_numpy(np.minimum(samples, limit - 1)).to(device)
                                 for samples, limit in ((sample_rows, rows.samples_size), (sample_cols, cols.samples_size)))
-    owner = torch.from_numpy(instances).to(device)
-    windows = probs[owner[:, None, None], sample_rows[:, :, None], sample_cols[:, None, :]]   # (n, r, c)
+    source = torch.from_numpy(sources).to(device)
+    windows = probs[source[:, None, None], sample_rows[:, :, None], sample_cols[:, None, :]]  # (n, r, c)
     resized = (torch.from_numpy(row_weights).to(device)
                @ (windows @ torch.from_numpy(col_weights).to(device).transpose(1, 2)))   # (n, h, w)
     binary = resized > mask_threshold

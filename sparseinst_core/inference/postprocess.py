@@ -37,10 +37,12 @@ def instance_scores(pred_logits: torch.Tensor, pred_scores: torch.Tensor) -> tup
 def maskness_fast(mask_probs: torch.Tensor, binary: torch.Tensor) -> torch.Tensor:
     """`maskness` from a precomputed binary mask, with no float copy of it: (K, h, w) -> (K,).
 
-    Sums the same float values in the same order as `maskness`, so the result is bit-identical.
+    Sums the same float values in the same order as `maskness`, so the result is bit-identical; the
+    pixel counts are exact integers, summed as bytes into int32 (a bool sum widens to int64 first).
     """
     inside = torch.where(binary, mask_probs, torch.zeros((), dtype=mask_probs.dtype, device=mask_probs.device))
-    return inside.sum((1, 2)) / (binary.sum((1, 2)).to(mask_probs.dtype) + 1e-6)
+    counts = binary.view(torch.uint8).sum((1, 2), dtype=torch.int32)
+    return inside.sum((1, 2)) / (counts.to(mask_probs.dtype) + 1e-6)
 
 
 def maskness(mask_probs: torch.Tensor, mask_threshold: float) -> torch.Tensor:
@@ -113,7 +115,7 @@ def scored_queries(pred_logits, pred_scores, pred_masks, padded_size, score_thre
                          f"input {tuple(padded_size)}")
     scores, labels = instance_scores(pred_logits.float(), pred_scores.float())
     keep = torch.nonzero(scores > score_threshold).squeeze(1)
-    mask_probs = pred_masks[keep].float().sigmoid()                        # (K, Hp/4, Wp/4)
+    mask_probs = pred_masks.index_select(0, keep).float().sigmoid()        # (K, Hp/4, Wp/4)
     binary = mask_probs > mask_threshold
     return scores[keep] * maskness_fast(mask_probs, binary), labels[keep], mask_probs, binary
 
@@ -145,9 +147,10 @@ def postprocess_crops(pred_logits, pred_scores, pred_masks, padded_size, image_s
     scores, labels, mask_probs, binary = scored_queries(pred_logits, pred_scores, pred_masks, padded_size,
                                                         score_threshold, mask_threshold)
     order = torch.argsort(scores, descending=True, stable=True)[:max_instances]
-    scores, labels = scores[order], labels[order]
-    probs = image_window(mask_probs[order], image_size)                    # (K, rows, cols)
+    query = order.cpu().numpy()                                            # (K',) the query of each instance
+    probs = image_window(mask_probs, image_size)                           # (K, rows, cols), not copied
     rows, cols = axis_maps(tuple(original_size), tuple(image_size), tuple(probs.shape[-2:]))
-    instances, boxes = crop_boxes(image_window(binary[order], image_size).cpu().numpy(), rows, cols)
-    instances, boxes, values = paste_crops(probs, instances, boxes, rows, cols, mask_threshold)
-    return scores, labels, MaskCrops(tuple(original_size), len(scores), instances, boxes, values)
+    instances, boxes = crop_boxes(image_window(binary, image_size).cpu().numpy()[query], rows, cols)
+    crop_order, values = paste_crops(probs, query[instances], boxes, rows, cols, mask_threshold)
+    return scores[order], labels[order], MaskCrops(tuple(original_size), len(query), instances[crop_order],
+                                                   boxes[crop_order], values)
