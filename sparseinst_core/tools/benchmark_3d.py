@@ -36,10 +36,9 @@ import motmetrics
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from sparseinst_ros.detections import label_instances
-
 from ..data.rgbd_sequences import GroundTruthObject, RgbdSequence, RgbdSequenceConfig
 from ..inference import DEMO_WEIGHTS, load_predictor
+from ..inference.label_image import label_instances
 from ..scene import (
     FrameGeometry, GeometryOptions, InstanceMask, MaskTracker, Observation, PinholeCamera, TrackerConfig,
     depth_to_metres, instances_3d, mask_iou, masks_from_label_image,
