@@ -73,10 +73,12 @@ class Predictor:
     >>> predictor = Predictor(model, min_size=640, max_size=853, score_threshold=0.3)
     >>> result = predictor(image)          # uint8 (H, W, 3) RGB -> Instances
 
-    backend: "torch" (default) or "onnxruntime" (`onnx_path` is run when it exists, else `model` is
-    exported there for `input_size`, by default the padded landscape `min_size` x `max_size`; images are
-    padded to that fixed size; with neither `onnx_path` nor `input_size`, the model is exported once per
-    padded input size met, so results equal the torch backend's).
+    backend: "torch" (default), "onnxruntime" or "openvino" (CPU): the ONNX engines run `onnx_path` when it
+    exists, else `model` is exported there for `input_size`, by default the padded landscape `min_size` x
+    `max_size`, and images are padded to that fixed size; with neither `onnx_path` nor `input_size`, the
+    model is exported once per padded input size met, into the export cache (`cache_dir`, default
+    `$SPARSEINST_CACHE_DIR` or `~/.cache/sparseinst`), so results equal the torch backend's.
+    cuda_graphs: on CUDA, the torch backend replays a captured graph for an input shape seen twice in a row.
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
@@ -90,7 +92,8 @@ class Predictor:
                  device: str | torch.device | None = "auto", precision: str = "fp32", *,
                  backend: str = "torch", optimize: bool = True, postprocess: str = "fast",
                  onnx_path: str | Path | None = None, input_size: tuple[int, int] | None = None,
-                 fallback: str | None = None, max_instances: int = MAX_INSTANCES):
+                 fallback: str | None = None, max_instances: int = MAX_INSTANCES,
+                 cache_dir: str | Path | None = None, cuda_graphs: bool = True):
         if min_size <= 0 or max_size < min_size:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
         if postprocess not in POSTPROCESSORS:
@@ -101,7 +104,8 @@ class Predictor:
             input_size = padded_shape(min_size, max_size)   # a file to keep: the padded landscape input size
         self.backend = create_backend(
             backend, model=model, onnx_path=onnx_path, device=device, precision=precision,
-            optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback)
+            optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback,
+            cache_dir=cache_dir, cuda_graphs=cuda_graphs)
         self.device = self.backend.device
         self.precision = precision
         self.model = model
@@ -118,8 +122,8 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path, min_size: int = TEST_MIN_SIZE, max_size: int = TEST_MAX_SIZE,
-                  score_threshold: float = SCORE_THRESHOLD, mask_threshold: float = MASK_THRESHOLD, device: str | torch.device | None = "auto", precision: str = "fp32",
-                  **options) -> "Predictor":
+                  score_threshold: float = SCORE_THRESHOLD, mask_threshold: float = MASK_THRESHOLD,
+                  device: str | torch.device | None = "auto", precision: str = "fp32", **options) -> "Predictor":
         """A predictor on an exported ONNX file alone (`sparseinst_core.export`), run by ONNX Runtime."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"no ONNX file at {path}")
@@ -146,7 +150,7 @@ class Predictor:
             outputs = [self.backend(batch[i:i + 1]) for i in range(len(images))]
             outputs = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
         else:
-            outputs = self.backend(batch.to(self.device))
+            outputs = self.backend(batch)      # the backend moves it (through pinned memory on CUDA)
         results = []
         for index, (image, tensor) in enumerate(zip(images, tensors)):
             scores, labels, masks = self.postprocess(

@@ -198,12 +198,8 @@ def camera_frames(count: int, shape: tuple[int, int] = CAMERA_SHAPE) -> list[np.
 
 def build_predictor(model, size: int, precision: str, mode: str, device: torch.device) -> Predictor:
     max_size = int(size * 4 / 3 + 0.5)
-    predictor = Predictor(model, min_size=size, max_size=max_size, score_threshold=0.0, device=device,
-                          precision=precision, optimize=mode != "eager")
-    if mode != "cuda_graphs":
-        # Predictor has no cuda_graphs option yet; its torch backend turns graphs on for CUDA by default.
-        predictor.backend.graphs = None
-    return predictor
+    return Predictor(model, min_size=size, max_size=max_size, score_threshold=0.0, device=device,
+                     precision=precision, optimize=mode != "eager", cuda_graphs=mode == "cuda_graphs")
 
 
 def measure_row(row: Row, model, device: torch.device, seconds: float, min_calls: int,
