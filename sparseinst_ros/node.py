@@ -15,7 +15,6 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,6 +27,7 @@ from sparseinst_core.inference import LoadedPredictor, load_predictor
 from .camera_info import CameraInfoPairing, camera_info_topic
 from .conversions import ImageConversionError, check_message
 from .detections import resolve_class_filter
+from .failures import StartUpError, failure_report, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming
 from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
@@ -101,13 +101,17 @@ class SparseInstPipeline:
 
     # ------------------------------------------------------------------------------------------ life cycle
     def load_model(self) -> None:
-        """Load the weights named by the parameters; raises with the reason (missing/unreadable file ...)."""
+        """Load the weights named by the parameters; a `StartUpError` names the file or parameter and the cause."""
         arguments = loader_arguments({name: self.param(name) for name in PARAMETERS})
         try:
             model = load_predictor(**arguments)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (parameter 'weights' = {arguments['weights']!r})") from None
-        allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        except Exception as error:   # a broken or hostile file makes loading raise anything
+            failure = model_load_failure(error, arguments["weights"], arguments["class_names_file"])
+            raise StartUpError(failure) from error
+        try:
+            allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        except ValueError as error:
+            raise StartUpError(f"parameter 'classes': {error}") from None
         self.processor = FrameProcessor(model, allowed_classes, self.param("max_instances"))
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
@@ -178,12 +182,10 @@ class SparseInstPipeline:
         # Malformed frames are counted here, not in the inference thread: under load most frames are
         # replaced before inference, and a bad one must not hide among the dropped.
         try:
-            check_message(msg)
+            check_message(msg, self.param("max_input_pixels"))
         except ImageConversionError as error:
             self.count_bad_input(error.cause, str(error))
             return
-        if isinstance(msg, Image):
-            self._check_size(msg.height, msg.width)
         self.hints.frame_received(len(msg.data))
         self.loop.submit(msg)
 
@@ -203,10 +205,11 @@ class SparseInstPipeline:
     def count_bad_input(self, cause: str, message: str) -> None:
         self.hints.bad_input(cause, message, self.loop.statistics.count_bad_input(cause))
 
-    def _check_size(self, height: int, width: int) -> None:
+    def _note_size(self, height: int, width: int) -> None:
+        """A processed frame whose size differs from the previous one's: counted and said (not bad input)."""
         change = self.sizes.check(height, width)
         if change:
-            self.count_bad_input("size_changed", change)
+            self.hints.size_changed(change, self.loop.statistics.count_size_change())
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
@@ -214,8 +217,7 @@ class SparseInstPipeline:
         overlay = self.publishers.get("overlay")
         (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
                                    overlay=overlay is not None and overlay.get_subscription_count() > 0)
-        if isinstance(msg, CompressedImage):
-            self._check_size(*output.image_size)              # known only once decoded
+        self._note_size(*output.image_size)
         for name, message in output.messages.items():
             self.publishers[name].publish(message)
         return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
@@ -260,11 +262,14 @@ class SparseInstNode(Node):
 
 def run(node_factory) -> int:
     """Spin a node until shutdown; start-up errors are logged with their reason and give exit status 1."""
-    rclpy.init(args=sys.argv)
     try:
+        rclpy.init(args=sys.argv)                        # parses --ros-args: a malformed one fails here
         node = node_factory()
-    except (FileNotFoundError, ValueError, RuntimeError, ParameterException) as error:
-        rclpy.logging.get_logger("sparseinst_node").fatal(f"start-up failed: {error}")
+    except Exception as error:
+        line, trace = failure_report("start-up failed", error)
+        logger = rclpy.logging.get_logger("sparseinst_node")
+        logger.fatal(line)
+        logger.debug(trace)
         rclpy.try_shutdown()
         return 1
     try:
