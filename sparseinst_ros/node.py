@@ -33,7 +33,7 @@ from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
 from .parameters import INPUT_QOS, PARAMETERS, change_error, loader_arguments, start_up_error
 from .spinning import spin_until_shutdown
-from .transport import SequenceGapCounter
+from .transport import ReceiveBuffers, SequenceGapCounter
 
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -63,6 +63,7 @@ class SparseInstPipeline:
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
         self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
+        self.receive_buffers = ReceiveBuffers()
         self.sizes = SizeChanges()
         self.publishers: dict[str, object] = {}
         self.subscriptions: list = []
@@ -148,22 +149,23 @@ class SparseInstPipeline:
 
     def open_inputs(self) -> None:
         """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
-        qos = INPUT_QOS[self.param("input_qos")]
         image_topic = self.node.resolve_topic_name("image")
-        if self.param("compressed_input"):
-            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
-            self.subscriptions.append(self.node.create_subscription(
-                CompressedImage, image_topic + "/compressed", self.on_image, qos))
-            self.hints.open(image_topic + "/compressed", self.param("input_qos"), self.param("input_timeout"))
-        else:
-            self.subscriptions.append(self.node.create_subscription(Image, "image", self.on_image, qos))
-            self.hints.open(image_topic, self.param("input_qos"), self.param("input_timeout"))
+        self.subscriptions.append(self._subscribe_image())
+        self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
         self.subscriptions.append(self.node.create_subscription(
-            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, qos))
+            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
         self.sequence_gaps.forget_publishers()
         self.loop.start()
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report))
         self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
+
+    def _subscribe_image(self):
+        qos = INPUT_QOS[self.param("input_qos")]
+        if self.param("compressed_input"):
+            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
+            topic = self.node.resolve_topic_name("image") + "/compressed"
+            return self.node.create_subscription(CompressedImage, topic, self.on_image, qos)
+        return self.node.create_subscription(Image, "image", self.on_image, qos)
 
     def close_inputs(self) -> None:
         """Stop receiving and let the inference thread finish its current frame."""
@@ -185,7 +187,12 @@ class SparseInstPipeline:
             check_message(msg, self.param("max_input_pixels"))
         except ImageConversionError as error:
             self.count_bad_input(error.cause, str(error))
+            if self.receive_buffers.refused(len(msg.data)) and self.subscriptions:
+                # the middleware lets go of the buffer it grew for this message with the old subscription
+                self.node.destroy_subscription(self.subscriptions[0])
+                self.subscriptions[0] = self._subscribe_image()
             return
+        self.receive_buffers.accepted(len(msg.data))
         self.hints.frame_received(len(msg.data))
         self.loop.submit(msg)
 

@@ -57,13 +57,13 @@ def stamp(sec: int, nanosec: int = 0):
 class Client:
     """The test side: publishes images and camera_info, collects every output of the node by stamp."""
 
-    def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME):
+    def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME,
+                 image_qos=qos_profile_sensor_data):
         self.node = Node(name)
         self.node_name = node_name
         prefix = f"/{node_name}"
-        self.image_pub = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
-        self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed",
-                                                         qos_profile_sensor_data)
+        self.image_pub = self.node.create_publisher(Image, image_topic, image_qos)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed", image_qos)
         self.info_pub = self.node.create_publisher(
             CameraInfo, image_topic.rsplit("/", 1)[0] + "/camera_info", qos_profile_sensor_data)
         self.outputs: dict[str, dict] = defaultdict(dict)      # topic -> {(sec, nanosec): msg}

@@ -20,7 +20,7 @@ from sparseinst_ros.frame_processor import FrameProcessor
 from sparseinst_ros.health import NodeGraph, Troubleshooting
 from sparseinst_ros.image_header import PNG_SIGNATURE
 from sparseinst_ros.node import SparseInstPipeline
-from sparseinst_ros.transport import SequenceGapCounter
+from sparseinst_ros.transport import ReceiveBuffers, SequenceGapCounter
 
 pytestmark = pytest.mark.ros
 
@@ -132,6 +132,35 @@ def test_sequence_gap_counter_ignores_restarts_and_missing_numbers():
     counter.forget_publishers()                       # e.g. after the subscription was paused
     assert counter.add(info(40)) == 0
     assert counter.add(info(43)) == 2
+
+
+def test_receive_buffers_are_renewed_after_a_refused_message_larger_than_any_accepted():
+    clock = iter(range(0, 1000, 5)).__next__                  # 5 s between calls
+    buffers = ReceiveBuffers(min_bytes=100, min_interval_s=8.0, clock=clock)
+    assert not buffers.refused(100)                            # not above min_bytes
+    buffers.accepted(500)
+    assert not buffers.refused(400)                            # the buffer is that large for good frames anyway
+    assert buffers.refused(501)
+    assert not buffers.refused(600)                            # within min_interval_s of the renewal
+    assert buffers.refused(600)
+
+
+def test_a_refused_oversize_message_renews_the_image_subscription(ros):
+    node = Node(f"pipeline_test_{next(_names)}", parameter_overrides=[Parameter("max_input_pixels", value=64 * 64)])
+    pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
+    pipeline.logger = pipeline.hints.logger = RecordingLogger()
+    try:
+        pipeline.subscriptions.append(pipeline._subscribe_image())
+        first = pipeline.subscriptions[0]
+        topic = first.topic_name
+        pipeline.on_image(numpy_to_image(np.zeros((64, 64, 3), np.uint8), "rgb8"), None)
+        pipeline.on_image(numpy_to_image(np.zeros((65, 64, 3), np.uint8), "rgb8"), None)     # refused, but small
+        assert pipeline.subscriptions[0] is first
+        pipeline.on_image(numpy_to_image(np.zeros((2048, 6000, 3), np.uint8), "rgb8"), None)  # refused, 37 MB
+        assert pipeline.subscriptions[0] is not first and pipeline.subscriptions[0].topic_name == topic
+        assert pipeline.loop.snapshot().bad_inputs == {"too_large": 2}
+    finally:
+        node.destroy_node()
 
 
 def test_class_filter_takes_names_or_integer_ids(pipeline):
