@@ -3,9 +3,11 @@
 Incoming images are validated here (encoding, size, step, data length; a compressed image's size from its
 header) before any pixel is touched, so a malformed message becomes an `ImageConversionError` whose
 `cause` names the problem; the node counts errors per cause. `check_message` adds the node's limits on
-the size of a frame (`check_frame_size`): its number of pixels and its aspect ratio. Pixels are converted with cv_bridge where it is installed and otherwise with an
-equivalent numpy/OpenCV path: colour conversions through `cv2.cvtColor` and 16-bit values scaled to
-8 bits by 255/65535 with rounding, exactly as cv_bridge's `convertTo` does.
+the size of a frame (`check_frame_size`): its number of pixels and its aspect ratio.
+
+Pixels are converted with cv_bridge where it is installed and otherwise with an equivalent numpy/OpenCV
+path: colour conversions through `cv2.cvtColor` and 16-bit values scaled to 8 bits by 255/65535 with
+rounding, exactly as cv_bridge's `convertTo` does.
 """
 from __future__ import annotations
 

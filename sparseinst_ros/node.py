@@ -31,7 +31,8 @@ from .failures import StartUpError, failure_report, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming
 from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
-from .parameters import INPUT_QOS, PARAMETERS, change_error, loader_arguments, start_up_error
+from .memory import release_free_memory
+from .parameters import INPUT_QOS, PARAMETERS, change_error, declare_parameters, loader_arguments
 from .spinning import spin_until_shutdown
 from .transport import ReceiveBuffers, SequenceGapCounter
 
@@ -64,16 +65,13 @@ class SparseInstPipeline:
         self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
         self.receive_buffers = ReceiveBuffers()
+        self.heap_to_trim = False
         self.sizes = SizeChanges()
         self.publishers: dict[str, object] = {}
         self.subscriptions: list = []
         self.timers: list = []
         self.enable_service = None
-        for name, spec in PARAMETERS.items():
-            node.declare_parameter(name, spec.default, spec.descriptor())
-        error = start_up_error(node.get_parameters(list(PARAMETERS)))
-        if error:
-            raise ValueError(error)
+        declare_parameters(node)
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
     def param(self, name: str):
@@ -191,6 +189,7 @@ class SparseInstPipeline:
                 # the middleware lets go of the buffer it grew for this message with the old subscription
                 self.node.destroy_subscription(self.subscriptions[0])
                 self.subscriptions[0] = self._subscribe_image()
+                self.heap_to_trim = True
             return
         self.receive_buffers.accepted(len(msg.data))
         self.hints.frame_received(len(msg.data))
@@ -217,6 +216,7 @@ class SparseInstPipeline:
         change = self.sizes.check(height, width)
         if change:
             self.hints.size_changed(change, self.loop.statistics.count_size_change())
+            self.heap_to_trim = True
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
@@ -238,6 +238,9 @@ class SparseInstPipeline:
     # ----------------------------------------------------------------------------------------- diagnostics
     def report(self) -> None:
         """The diagnostics timer: hints for the period, then the status on /diagnostics."""
+        if self.heap_to_trim:              # once after frames of another size or an oversize message: see `memory`
+            self.heap_to_trim = False
+            release_free_memory()
         stats = self.loop.snapshot()
         self.hints.review(stats, self.camera_info.received)
         model = self.model

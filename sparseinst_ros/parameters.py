@@ -2,7 +2,8 @@
 
 config/sparseinst.yaml lists the same defaults. Choices and default thresholds come from the library
 (`sparseinst_core.inference.defaults`), so the node accepts exactly what the predictor does. The checks
-are plain functions of `rclpy.parameter.Parameter` values: no node needed.
+are plain functions of `rclpy.parameter.Parameter` values: no node needed (`declare_parameters` puts the table
+on a node).
 """
 from __future__ import annotations
 
@@ -118,6 +119,15 @@ def start_up_error(parameters: Iterable[Parameter]) -> str | None:
         if choices and parameter.value not in choices:
             return f"parameter {parameter.name!r} is {parameter.value!r}; expected one of {', '.join(choices)}"
     return None
+
+
+def declare_parameters(node) -> None:
+    """Declare every parameter on `node` (an rclpy node); a ValueError names a value that cannot start it."""
+    for name, spec in PARAMETERS.items():
+        node.declare_parameter(name, spec.default, spec.descriptor())
+    error = start_up_error(node.get_parameters(list(PARAMETERS)))
+    if error:
+        raise ValueError(error)
 
 
 def change_error(parameters: Iterable[Parameter], model_loaded: bool) -> str | None:

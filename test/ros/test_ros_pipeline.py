@@ -13,10 +13,11 @@ from rclpy.parameter import Parameter
 from ros_harness import RecordingLogger
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
+import sparseinst_ros.node
 from sparseinst_core.inference import LoadedPredictor
 from sparseinst_ros.conversions import numpy_to_image, rgb_to_compressed
 from sparseinst_ros.frame_loop import Statistics
-from sparseinst_ros.frame_processor import FrameProcessor
+from sparseinst_ros.frame_processor import FrameOutputs, FrameProcessor
 from sparseinst_ros.health import NodeGraph, Troubleshooting
 from sparseinst_ros.image_header import PNG_SIGNATURE
 from sparseinst_ros.node import SparseInstPipeline
@@ -161,6 +162,34 @@ def test_a_refused_oversize_message_renews_the_image_subscription(ros):
         assert pipeline.loop.snapshot().bad_inputs == {"too_large": 2}
     finally:
         node.destroy_node()
+
+
+def test_the_heap_is_trimmed_once_after_frames_of_another_size(pipeline, monkeypatch):
+    trims = []
+    monkeypatch.setattr(sparseinst_ros.node, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
+    pipeline.processor = lambda msgs, camera_infos, overlay: [
+        FrameOutputs({}, None, (msgs[0].height, msgs[0].width), {"inference": 1.0})]
+    pipeline.open_outputs()
+    pipeline.loop.start()
+
+    def process(height, width):
+        processed = pipeline.loop.statistics.snapshot().processed
+        pipeline.on_image(numpy_to_image(np.zeros((height, width, 3), np.uint8), "rgb8"), None)
+        deadline = time.monotonic() + 10
+        while pipeline.loop.statistics.snapshot().processed == processed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    try:
+        for _ in range(3):
+            process(4, 6)
+            pipeline.report()
+        assert trims == []                                   # a steady stream never pays for it
+        process(8, 6)
+        pipeline.report()
+        pipeline.report()
+        assert len(trims) == 1
+    finally:
+        pipeline.close_inputs()
+        pipeline.close_outputs()
 
 
 def test_class_filter_takes_names_or_integer_ids(pipeline):
