@@ -1,10 +1,13 @@
 """sensor_msgs Image / CompressedImage <-> numpy.
 
-Incoming images are validated here (encoding, size, step, data length) before any pixel is touched, so a
-malformed message becomes an `ImageConversionError` whose `cause` names the problem; the node counts
-errors per cause. Pixels are converted with cv_bridge where it is installed and otherwise with an
-equivalent numpy/OpenCV path: colour conversions through `cv2.cvtColor` and 16-bit values scaled to
-8 bits by 255/65535 with rounding, exactly as cv_bridge's `convertTo` does.
+Incoming images are validated here (encoding, size, step, data length; a compressed image's size from its
+header) before any pixel is touched, so a malformed message becomes an `ImageConversionError` whose
+`cause` names the problem; the node counts errors per cause. `check_message` adds the node's limits on
+the size of a frame (`check_frame_size`): its number of pixels and its aspect ratio.
+
+Pixels are converted with cv_bridge where it is installed and otherwise with an equivalent numpy/OpenCV
+path: colour conversions through `cv2.cvtColor` and 16-bit values scaled to 8 bits by 255/65535 with
+rounding, exactly as cv_bridge's `convertTo` does.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
+
+from .image_header import ImageHeaderError, compressed_image_size
 
 try:  # cv_bridge is part of a ROS 2 installation but not of the pip wheels
     from cv_bridge import CvBridge
@@ -35,6 +40,14 @@ BAD_STEP = "bad_step"
 BAD_SIZE = "bad_size"
 ZERO_SIZE = "zero_size"
 CORRUPT_COMPRESSED = "corrupt_compressed"
+ODD_WIDTH = "odd_width"
+TOO_LARGE = "too_large"
+DEGENERATE_SIZE = "degenerate_size"
+
+MAX_INPUT_PIXELS = 4096 * 4096      # default limit: decoding is width x height x 3 bytes, whatever the data size
+# The aspect-ratio limit: beyond it the model, which resizes the shorter side up and caps the longer one, sees
+# a strip a few pixels thin (a 1x8000 line-scan row becomes 1x853), with nothing it could segment.
+MAX_ASPECT_RATIO = 16
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class Encoding:
     dtype: np.dtype
     channels: int
     to_rgb: int | None          # cv2 colour conversion code; None when already RGB
+    pixels_per_group: int = 1   # packed 4:2:2: two neighbouring pixels share one chroma pair
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -63,8 +77,8 @@ ENCODINGS: dict[str, Encoding] = {
     "rgba16": Encoding(_U16, 4, cv2.COLOR_RGBA2RGB),
     "bgra16": Encoding(_U16, 4, cv2.COLOR_BGRA2RGB),
     # packed 4:2:2 from USB cameras: two bytes per pixel
-    "yuv422": Encoding(_U8, 2, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422_yuy2": Encoding(_U8, 2, cv2.COLOR_YUV2RGB_YUY2),
+    "yuv422": Encoding(_U8, 2, cv2.COLOR_YUV2RGB_UYVY, pixels_per_group=2),
+    "yuv422_yuy2": Encoding(_U8, 2, cv2.COLOR_YUV2RGB_YUY2, pixels_per_group=2),
 }
 
 _bridge = CvBridge() if CvBridge is not None else None
@@ -80,6 +94,10 @@ def check_image(msg: Image) -> Encoding:
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ImageConversionError(ZERO_SIZE, f"image has zero size ({width}x{height})")
+    if width % encoding.pixels_per_group:
+        raise ImageConversionError(
+            ODD_WIDTH, f"{msg.encoding} is packed 4:2:2 (two pixels share their chroma), so its width must be even; "
+                       f"got {width}x{height}")
     row_bytes = width * encoding.bytes_per_pixel
     if step < row_bytes:
         raise ImageConversionError(
@@ -91,18 +109,40 @@ def check_image(msg: Image) -> Encoding:
     return encoding
 
 
-def check_compressed(msg: CompressedImage) -> None:
-    """The cheap part of validating a compressed image (decoding is the rest)."""
+def check_compressed(msg: CompressedImage) -> tuple[int, int]:
+    """The (height, width) of a JPEG or PNG image read from its header: the cheap part of validating a
+    compressed image (decoding is the rest)."""
     if len(msg.data) == 0:
         raise ImageConversionError(ZERO_SIZE, f"compressed image ({msg.format or 'no format'}) has no data")
+    try:
+        height, width = compressed_image_size(msg.data)
+    except ImageHeaderError as error:
+        raise ImageConversionError(CORRUPT_COMPRESSED, f"{_undecodable(msg)}: {error}") from None
+    if height == 0 or width == 0:
+        raise ImageConversionError(ZERO_SIZE, f"compressed image has zero size ({width}x{height}) in its header")
+    return height, width
 
 
-def check_message(msg: Image | CompressedImage) -> None:
-    """`check_image` or `check_compressed`, whichever fits the message."""
+def check_frame_size(height: int, width: int, max_pixels: int = MAX_INPUT_PIXELS) -> None:
+    """Refuse a frame of more than `max_pixels` pixels, or one more elongated than MAX_ASPECT_RATIO."""
+    if height * width > max_pixels:
+        raise ImageConversionError(
+            TOO_LARGE, f"image {width}x{height} has {height * width} pixels, more than max_input_pixels = {max_pixels}")
+    if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ImageConversionError(
+            DEGENERATE_SIZE, f"image {width}x{height} is too elongated for the model: its longer side may be at most "
+                             f"{MAX_ASPECT_RATIO} times its shorter (aspect-ratio limit {MAX_ASPECT_RATIO}:1)")
+
+
+def check_message(msg: Image | CompressedImage, max_pixels: int = MAX_INPUT_PIXELS) -> None:
+    """The checks of a frame on arrival, cheap enough for a subscription callback: `check_image` or
+    `check_compressed`, whichever fits the message, then `check_frame_size`."""
     if isinstance(msg, CompressedImage):
-        check_compressed(msg)
+        height, width = check_compressed(msg)
     else:
         check_image(msg)
+        height, width = msg.height, msg.width
+    check_frame_size(height, width, max_pixels)
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:
@@ -147,10 +187,12 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)   # 8-bit BGR whatever the stored depth
     if bgr is None or bgr.size == 0:
-        raise ImageConversionError(
-            CORRUPT_COMPRESSED, f"cannot decode {len(msg.data)} bytes of compressed image "
-                                f"(format {msg.format or 'unset'!r})")
+        raise ImageConversionError(CORRUPT_COMPRESSED, _undecodable(msg))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _undecodable(msg: CompressedImage) -> str:
+    return f"cannot decode {len(msg.data)} bytes of compressed image (format {msg.format or 'unset'!r})"
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, header=None) -> Image:

@@ -96,6 +96,7 @@ class StatisticsSnapshot:
     end_to_end_ms: list[float]                # input stamp -> result published
     overhead_ms: list[float]                  # processing time besides the model
     last_received: float | None               # time.monotonic() of the latest arrival
+    size_changes: int = 0                     # processed frames whose size differed from the previous one's
 
     @property
     def transport_loss_fraction(self) -> float:
@@ -122,7 +123,8 @@ class Statistics:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._totals: Counter = Counter()      # received, processed, dropped, ignored_paused, lost_in_transport
+        # received, processed, dropped, ignored_paused, lost_in_transport, size_changes
+        self._totals: Counter = Counter()
         self._bad_inputs: Counter = Counter()
         self._last_received: float | None = None
         self._period = _Period(clock())
@@ -149,6 +151,12 @@ class Statistics:
             self._bad_inputs[cause] += 1
             self._period.bad += 1
             return self._bad_inputs[cause]
+
+    def count_size_change(self) -> int:
+        """A frame of another size than the previous one (not a bad input); returns how many so far."""
+        with self._lock:
+            self._totals["size_changes"] += 1
+            return self._totals["size_changes"]
 
     def count_dropped(self) -> None:
         with self._lock:
@@ -177,7 +185,7 @@ class Statistics:
                 period_received=period.received, period_processed=period.processed, period_bad=period.bad,
                 period_lost=period.lost, input_latency_ms=period.input_latency_ms, inference_ms=period.inference_ms,
                 end_to_end_ms=period.end_to_end_ms, overhead_ms=period.overhead_ms,
-                last_received=self._last_received)
+                last_received=self._last_received, size_changes=totals["size_changes"])
 
 
 class FrameLoop:

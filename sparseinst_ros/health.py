@@ -3,8 +3,8 @@
 `diagnostic_status` turns a statistics snapshot (`frame_loop.StatisticsSnapshot`) into a
 DiagnosticStatus. `Troubleshooting` decides which hints to log about the input: bad frames (throttled per
 cause), an image topic that has publishers but delivers nothing, images lost before reaching the node,
-large images under a lossy transport, and a camera_info published somewhere other than beside the image;
-`SizeChanges` notices images that change size. The hints read the ROS graph through a `Graph`
+large images under a lossy transport, a camera_info published somewhere other than beside the image, and
+images that change size (`SizeChanges` notices them). The hints read the ROS graph through a `Graph`
 (`NodeGraph` for a node), so the decisions can be checked with plain data.
 """
 from __future__ import annotations
@@ -58,6 +58,7 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
         "frames ignored while paused": str(stats.ignored_paused),
         "bad input frames": str(sum(stats.bad_inputs.values())),
         **{f"bad input: {cause}": str(count) for cause, count in sorted(stats.bad_inputs.items())},
+        "image size changes": str(stats.size_changes),
         "enabled": str(enabled).lower(),
         "device": device,
         "precision": precision,
@@ -69,8 +70,8 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
 
 
 class SizeChanges:
-    """Remembers the size of the input images: a change counts as a bad input, because consumers of the outputs
-    (a label image beside camera_info) may assume one size."""
+    """Remembers the size of the processed images: a change is worth saying (not an error), because consumers of
+    the outputs (a label image beside camera_info) may assume one size."""
 
     def __init__(self):
         self._last: tuple[int, int] | None = None
@@ -134,18 +135,30 @@ class Troubleshooting:
         self._opened = self._clock()
         self.input_silent = False
 
-    def warn_throttled(self, cause: str, message: str, count: int) -> None:
-        """Log `message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS."""
+    def throttled(self, cause: str, message: str, count: int) -> str | None:
+        """`message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS (with `count`, the
+        occurrences so far); None when it is not to be logged now."""
         now = self._clock()
         last = self._last_logged.get(cause)
-        if last is None or now - last >= LOG_REPEAT_SECONDS:
-            self._last_logged[cause] = now
-            repeat = f" ({count} so far; repeats are logged every {LOG_REPEAT_SECONDS:.0f} s)" if last else ""
-            self.logger.warning(f"{message}{repeat}")
+        if last is not None and now - last < LOG_REPEAT_SECONDS:
+            return None
+        self._last_logged[cause] = now
+        return message + (f" ({count} so far; repeats are logged every {LOG_REPEAT_SECONDS:.0f} s)" if last else "")
+
+    # (one call site per severity: rclpy refuses a second severity at the same call site)
+    def warn_throttled(self, cause: str, message: str, count: int) -> None:
+        """Log `message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS."""
+        if text := self.throttled(cause, message, count):
+            self.logger.warning(text)
 
     def bad_input(self, cause: str, message: str, count: int) -> None:
         """A frame was skipped: `count` frames so far had this cause."""
         self.warn_throttled(cause, f"skipped a frame [{cause}]: {message}", count)
+
+    def size_changed(self, message: str, count: int) -> None:
+        """The image size changed (`count` times so far); the frame was processed: said at info level."""
+        if text := self.throttled("size_changed", message, count):
+            self.logger.info(text)
 
     def frame_received(self, sample_bytes: int) -> None:
         """The first large image under a transport that loses large images between processes is pointed out."""

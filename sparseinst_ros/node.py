@@ -15,7 +15,6 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,12 +27,14 @@ from sparseinst_core.inference import LoadedPredictor, load_predictor
 from .camera_info import CameraInfoPairing, camera_info_topic
 from .conversions import ImageConversionError, check_message
 from .detections import resolve_class_filter
+from .failures import StartUpError, failure_report, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming
 from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
-from .parameters import INPUT_QOS, PARAMETERS, change_error, loader_arguments, start_up_error
+from .memory import release_free_memory
+from .parameters import INPUT_QOS, PARAMETERS, change_error, declare_parameters, loader_arguments
 from .spinning import spin_until_shutdown
-from .transport import SequenceGapCounter
+from .transport import ReceiveBuffers, SequenceGapCounter
 
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -63,16 +64,14 @@ class SparseInstPipeline:
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
         self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
+        self.receive_buffers = ReceiveBuffers()
+        self.heap_to_trim = False
         self.sizes = SizeChanges()
         self.publishers: dict[str, object] = {}
         self.subscriptions: list = []
         self.timers: list = []
         self.enable_service = None
-        for name, spec in PARAMETERS.items():
-            node.declare_parameter(name, spec.default, spec.descriptor())
-        error = start_up_error(node.get_parameters(list(PARAMETERS)))
-        if error:
-            raise ValueError(error)
+        declare_parameters(node)
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
     def param(self, name: str):
@@ -101,13 +100,17 @@ class SparseInstPipeline:
 
     # ------------------------------------------------------------------------------------------ life cycle
     def load_model(self) -> None:
-        """Load the weights named by the parameters; raises with the reason (missing/unreadable file ...)."""
+        """Load the weights named by the parameters; a `StartUpError` names the file or parameter and the cause."""
         arguments = loader_arguments({name: self.param(name) for name in PARAMETERS})
         try:
             model = load_predictor(**arguments)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (parameter 'weights' = {arguments['weights']!r})") from None
-        allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        except Exception as error:   # a broken or hostile file makes loading raise anything
+            failure = model_load_failure(error, arguments["weights"], arguments["class_names_file"])
+            raise StartUpError(failure) from error
+        try:
+            allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
+        except ValueError as error:
+            raise StartUpError(f"parameter 'classes': {error}") from None
         self.processor = FrameProcessor(model, allowed_classes, self.param("max_instances"))
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
@@ -144,22 +147,23 @@ class SparseInstPipeline:
 
     def open_inputs(self) -> None:
         """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
-        qos = INPUT_QOS[self.param("input_qos")]
         image_topic = self.node.resolve_topic_name("image")
-        if self.param("compressed_input"):
-            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
-            self.subscriptions.append(self.node.create_subscription(
-                CompressedImage, image_topic + "/compressed", self.on_image, qos))
-            self.hints.open(image_topic + "/compressed", self.param("input_qos"), self.param("input_timeout"))
-        else:
-            self.subscriptions.append(self.node.create_subscription(Image, "image", self.on_image, qos))
-            self.hints.open(image_topic, self.param("input_qos"), self.param("input_timeout"))
+        self.subscriptions.append(self._subscribe_image())
+        self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
         self.subscriptions.append(self.node.create_subscription(
-            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, qos))
+            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
         self.sequence_gaps.forget_publishers()
         self.loop.start()
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report))
         self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
+
+    def _subscribe_image(self):
+        qos = INPUT_QOS[self.param("input_qos")]
+        if self.param("compressed_input"):
+            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
+            topic = self.node.resolve_topic_name("image") + "/compressed"
+            return self.node.create_subscription(CompressedImage, topic, self.on_image, qos)
+        return self.node.create_subscription(Image, "image", self.on_image, qos)
 
     def close_inputs(self) -> None:
         """Stop receiving and let the inference thread finish its current frame."""
@@ -178,12 +182,16 @@ class SparseInstPipeline:
         # Malformed frames are counted here, not in the inference thread: under load most frames are
         # replaced before inference, and a bad one must not hide among the dropped.
         try:
-            check_message(msg)
+            check_message(msg, self.param("max_input_pixels"))
         except ImageConversionError as error:
             self.count_bad_input(error.cause, str(error))
+            if self.receive_buffers.refused(len(msg.data)) and self.subscriptions:
+                # the middleware lets go of the buffer it grew for this message with the old subscription
+                self.node.destroy_subscription(self.subscriptions[0])
+                self.subscriptions[0] = self._subscribe_image()
+                self.heap_to_trim = True
             return
-        if isinstance(msg, Image):
-            self._check_size(msg.height, msg.width)
+        self.receive_buffers.accepted(len(msg.data))
         self.hints.frame_received(len(msg.data))
         self.loop.submit(msg)
 
@@ -203,10 +211,12 @@ class SparseInstPipeline:
     def count_bad_input(self, cause: str, message: str) -> None:
         self.hints.bad_input(cause, message, self.loop.statistics.count_bad_input(cause))
 
-    def _check_size(self, height: int, width: int) -> None:
+    def _note_size(self, height: int, width: int) -> None:
+        """A processed frame whose size differs from the previous one's: counted and said (not bad input)."""
         change = self.sizes.check(height, width)
         if change:
-            self.count_bad_input("size_changed", change)
+            self.hints.size_changed(change, self.loop.statistics.count_size_change())
+            self.heap_to_trim = True
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
@@ -214,8 +224,7 @@ class SparseInstPipeline:
         overlay = self.publishers.get("overlay")
         (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
                                    overlay=overlay is not None and overlay.get_subscription_count() > 0)
-        if isinstance(msg, CompressedImage):
-            self._check_size(*output.image_size)              # known only once decoded
+        self._note_size(*output.image_size)
         for name, message in output.messages.items():
             self.publishers[name].publish(message)
         return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
@@ -229,6 +238,9 @@ class SparseInstPipeline:
     # ----------------------------------------------------------------------------------------- diagnostics
     def report(self) -> None:
         """The diagnostics timer: hints for the period, then the status on /diagnostics."""
+        if self.heap_to_trim:              # once after frames of another size or an oversize message: see `memory`
+            self.heap_to_trim = False
+            release_free_memory()
         stats = self.loop.snapshot()
         self.hints.review(stats, self.camera_info.received)
         model = self.model
@@ -260,11 +272,14 @@ class SparseInstNode(Node):
 
 def run(node_factory) -> int:
     """Spin a node until shutdown; start-up errors are logged with their reason and give exit status 1."""
-    rclpy.init(args=sys.argv)
     try:
+        rclpy.init(args=sys.argv)                        # parses --ros-args: a malformed one fails here
         node = node_factory()
-    except (FileNotFoundError, ValueError, RuntimeError, ParameterException) as error:
-        rclpy.logging.get_logger("sparseinst_node").fatal(f"start-up failed: {error}")
+    except Exception as error:
+        line, trace = failure_report("start-up failed", error)
+        logger = rclpy.logging.get_logger("sparseinst_node")
+        logger.fatal(line)
+        logger.debug(trace)
         rclpy.try_shutdown()
         return 1
     try:

@@ -2,7 +2,8 @@
 
 config/sparseinst.yaml lists the same defaults. Choices and default thresholds come from the library
 (`sparseinst_core.inference.defaults`), so the node accepts exactly what the predictor does. The checks
-are plain functions of `rclpy.parameter.Parameter` values: no node needed.
+are plain functions of `rclpy.parameter.Parameter` values: no node needed (`declare_parameters` puts the table
+on a node).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sparseinst_core.inference.defaults import (BACKENDS, DEVICES, MASK_THRESHOL
                                                 SCORE_THRESHOLD)
 from sparseinst_core.inference.loader import DEMO_WEIGHTS
 
+from .conversions import MAX_INPUT_PIXELS
 from .detections import MAX_LABEL
 
 AUTO_PRESET = "auto"
@@ -74,13 +76,16 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "mask_threshold": ParameterSpec(MASK_THRESHOLD, "mask probability threshold (run-time)", _DOUBLE,
                                     range=(0.0, 1.0), runtime=True),
     # Names (strings) or ids (integers), hence dynamically typed and checked by `class_filter_error`. An empty
-    # list has no type in ROS parameters (YAML `[]` reads as unset): unset means all classes.
+    # list has no type in ROS parameters (YAML `[]` reads as unset, the ros2 CLI sends an empty bool array):
+    # unset or any empty array means all classes.
     "classes": ParameterSpec(None, "class filter: a list of names or of integer ids; empty publishes all classes "
                              "(run-time)", ParameterType.PARAMETER_STRING_ARRAY, runtime=True, dynamic_typing=True),
     "max_instances": ParameterSpec(MAX_INSTANCES, "at most this many instances per image, best scores first",
                                    _INTEGER, range=(1, MAX_LABEL)),
     "publish_overlay": ParameterSpec(True, "publish ~/overlay (drawn only while someone subscribes)", _BOOL),
     "compressed_input": ParameterSpec(False, "subscribe to <image>/compressed (JPEG/PNG) instead of image", _BOOL),
+    "max_input_pixels": ParameterSpec(MAX_INPUT_PIXELS, "larger images (width x height, raw or compressed) are "
+                                      "refused before decoding", _INTEGER, range=(1, 2**31 - 1)),
     "input_qos": ParameterSpec("sensor_data", "QoS of the image and camera_info subscriptions", _STRING,
                                choices=tuple(INPUT_QOS)),
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics reports", _DOUBLE, range=(0.05, 60.0)),
@@ -90,9 +95,16 @@ PARAMETERS: dict[str, ParameterSpec] = {
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)
 
 
+_ARRAYS = (Parameter.Type.BOOL_ARRAY, Parameter.Type.INTEGER_ARRAY, Parameter.Type.DOUBLE_ARRAY,
+           Parameter.Type.STRING_ARRAY, Parameter.Type.BYTE_ARRAY)
+
+
 def class_filter_error(parameter: Parameter) -> str | None:
-    """Why a value of the `classes` parameter is not a class filter; None when it is one."""
+    """Why a value of the `classes` parameter is not a class filter; None when it is one (an empty array of
+    any type clears the filter)."""
     if parameter.type_ in (Parameter.Type.NOT_SET, Parameter.Type.STRING_ARRAY, Parameter.Type.INTEGER_ARRAY):
+        return None
+    if parameter.type_ in _ARRAYS and len(parameter.value) == 0:
         return None
     return (f"parameter 'classes' must be a list of class names or of integer ids (empty for all), got "
             f"{parameter.type_.name.lower()} {parameter.value!r}")
@@ -109,10 +121,24 @@ def start_up_error(parameters: Iterable[Parameter]) -> str | None:
     return None
 
 
+def declare_parameters(node) -> None:
+    """Declare every parameter on `node` (an rclpy node); a ValueError names a value that cannot start it."""
+    for name, spec in PARAMETERS.items():
+        node.declare_parameter(name, spec.default, spec.descriptor())
+    error = start_up_error(node.get_parameters(list(PARAMETERS)))
+    if error:
+        raise ValueError(error)
+
+
 def change_error(parameters: Iterable[Parameter], model_loaded: bool) -> str | None:
     """Why a set of parameter changes is refused; None when it is accepted. Thresholds and the class filter
-    change at run time; the rest needs a new model."""
+    change at run time; the rest needs a new model. Deleting a parameter (`ros2 param delete`: a value of type
+    NOT_SET) is refused: the node reads every one of its parameters."""
     changes = {p.name: p for p in parameters}
+    deleted = sorted(name for name, p in changes.items() if p.type_ == Parameter.Type.NOT_SET)
+    if deleted:
+        hint = "; to publish all classes, set classes to []" if "classes" in deleted else ""
+        return f"{', '.join(deleted)} cannot be deleted: the node needs a value for each of its parameters{hint}"
     if "classes" in changes and class_filter_error(changes["classes"]):
         return class_filter_error(changes["classes"])
     static = sorted(set(changes) - set(RUNTIME_PARAMETERS))

@@ -6,10 +6,12 @@ Two signals, because they fail differently:
 - `SequenceGapCounter`: frames that were published but never reached the subscription, counted from the
   gaps in each publisher's sequence numbers (rmw `MessageInfo`). This sees loss whatever its cause: a
   camera driver started elsewhere without the product's profile, a saturated network, a full queue.
+And what a refused oversize message leaves behind in the middleware (`ReceiveBuffers`).
 """
 from __future__ import annotations
 
 import os
+import time
 
 import rclpy
 
@@ -66,3 +68,34 @@ def lossy_fastdds_configuration(environ=os.environ) -> str | None:
                 "(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), and Fast DDS falls back to transports that lose "
                 "large images")
     return "Fast DDS runs with its default transports, which lose large best-effort images between processes"
+
+
+class ReceiveBuffers:
+    """When to renew the image subscription so that the middleware lets go of a buffer grown for nothing.
+
+    Fast DDS (rmw_fastrtps' default history memory policy, PREALLOCATED_WITH_REALLOC) keeps each subscription's
+    receive buffers as large as the largest message it delivered, for the life of the subscription: one
+    10000x10000 rgb8 frame (300 MB), refused by the node, left the node 300 MB larger, and destroying the
+    subscription gave it back. So a refused message larger than any accepted one (and than `min_bytes`) renews
+    the subscription, at most once per `min_interval_s` (a stream of such messages keeps its buffer anyway).
+    """
+
+    def __init__(self, min_bytes: int = 32 * 2**20, min_interval_s: float = 1.0, clock=time.monotonic):
+        self.min_bytes = min_bytes
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._largest_accepted = 0
+        self._renewed_at: float | None = None
+
+    def accepted(self, size: int) -> None:
+        self._largest_accepted = max(self._largest_accepted, size)
+
+    def refused(self, size: int) -> bool:
+        """A message of `size` bytes was refused; True when the subscription should be renewed now."""
+        if size <= max(self.min_bytes, self._largest_accepted):
+            return False
+        now = self._clock()
+        if self._renewed_at is not None and now - self._renewed_at < self.min_interval_s:
+            return False
+        self._renewed_at = now
+        return True

@@ -25,15 +25,22 @@ MIN_SIZE = 128   # the nodes under test run at this input size, to stay fast on 
 
 
 class RecordingLogger:
-    """Stands in for a node's logger: keeps what it is asked to log (every level) as `warnings`."""
+    """Stands in for a node's logger: keeps what it is asked to log as (level, message) `records`."""
 
     def __init__(self):
-        self.warnings = []
+        self.records: list[tuple[str, str]] = []
 
-    def warning(self, message):
-        self.warnings.append(message)
+    def __getattr__(self, level):
+        if level not in ("debug", "info", "warning", "error", "fatal"):
+            raise AttributeError(level)
+        return lambda message: self.records.append((level, message))
 
-    info = error = warning
+    @property
+    def warnings(self) -> list[str]:
+        return self.messages("warning")
+
+    def messages(self, level: str) -> list[str]:
+        return [message for logged, message in self.records if logged == level]
 
 
 def start_process(module: str, log_path: Path, env: dict | None = None, **ros_arguments) -> RosProcess:
@@ -50,13 +57,13 @@ def stamp(sec: int, nanosec: int = 0):
 class Client:
     """The test side: publishes images and camera_info, collects every output of the node by stamp."""
 
-    def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME):
+    def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME,
+                 image_qos=qos_profile_sensor_data):
         self.node = Node(name)
         self.node_name = node_name
         prefix = f"/{node_name}"
-        self.image_pub = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
-        self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed",
-                                                         qos_profile_sensor_data)
+        self.image_pub = self.node.create_publisher(Image, image_topic, image_qos)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed", image_qos)
         self.info_pub = self.node.create_publisher(
             CameraInfo, image_topic.rsplit("/", 1)[0] + "/camera_info", qos_profile_sensor_data)
         self.outputs: dict[str, dict] = defaultdict(dict)      # topic -> {(sec, nanosec): msg}
@@ -113,19 +120,31 @@ class Client:
                 return False
         return True
 
-    def set_parameters(self, **values):
-        """Set parameters through the node's parameter services; returns the SetParametersResult list.
+    def set_parameters(self, *parameters: Parameter, **values):
+        """Set `parameters` and `values` (an empty list as a string array) through the node's parameter services;
+        returns the SetParametersResult list."""
+        params = [*parameters, *(Parameter(name, value=value) if not (isinstance(value, list) and not value)
+                                 else Parameter(name, Parameter.Type.STRING_ARRAY, value)
+                                 for name, value in values.items())]
+        return self._parameter_request(lambda: self.parameters.set_parameters(params)).results
 
-        Setting a value is idempotent, so an unanswered request is sent again (see `call`)."""
-        params = [Parameter(name, value=value) if not (isinstance(value, list) and not value)
-                  else Parameter(name, Parameter.Type.STRING_ARRAY, value) for name, value in values.items()]
+    def delete_parameters(self, *names: str):
+        """`ros2 param delete` through the node's parameter services; returns the SetParametersResult list."""
+        return self._parameter_request(lambda: self.parameters.delete_parameters(list(names))).results
+
+    def list_parameters(self) -> list[str]:
+        return list(self._parameter_request(lambda: self.parameters.list_parameters()).result.names)
+
+    def _parameter_request(self, send):
+        """The response to a parameter service request; each is idempotent here, so an unanswered request is
+        sent again (see `call`)."""
         assert self.parameters.wait_for_services(timeout_sec=30.0)
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
-            future = self.parameters.set_parameters(params)
+            future = send()
             if self.spin_until(future.done, 5.0):
-                return future.result().results
-        raise AssertionError("set_parameters timed out")
+                return future.result()
+        raise AssertionError("parameter request timed out")
 
     def latest_diagnostics(self, after: float | None = None, timeout: float = 10.0) -> dict[str, str]:
         """Key/values of a diagnostics report published after now (or `after`, a node clock time in s)."""
@@ -152,6 +171,31 @@ class Client:
 
     def destroy(self):
         self.node.destroy_node()
+
+
+def unusable_weights(kind: str, directory, weights_file):
+    """A weights file (and class names file) of one kind of breakage, built from the test weights; returns
+    (weights, {"class_names": file} or {}, the file the message must name)."""
+    import torch
+    if kind == "text_named_pth":
+        path = directory / "notes.pth"
+        path.write_text("these are not weights\n")
+        return path, {}, path
+    if kind == "binary_class_names":
+        names = directory / "names.txt"
+        names.write_bytes(b"\xff\xfe\x00\x81 not text")
+        return weights_file, {"class_names": str(names)}, names
+    checkpoint = torch.load(weights_file, weights_only=True)
+    checkpoint.update({"unknown_config_key": {"config": {**checkpoint["config"], "future_option": 1}},
+                       "class_names_of_wrong_type": {"class_names": 5},
+                       "config_a_string": {"config": "r18_giam"}}[kind])
+    path = directory / f"{kind}.pth"
+    torch.save(checkpoint, path)
+    return path, {}, path
+
+
+UNUSABLE_WEIGHTS = ["text_named_pth", "unknown_config_key", "class_names_of_wrong_type", "config_a_string",
+                    "binary_class_names"]
 
 
 def scene_image(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,9 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from sparseinst_ros.conversions import (
-    BAD_SIZE, BAD_STEP, CORRUPT_COMPRESSED, UNKNOWN_ENCODING, ZERO_SIZE, ImageConversionError,
-    compressed_to_rgb, image_to_numpy, image_to_rgb, numpy_to_image, rgb_to_compressed)
+    BAD_SIZE, BAD_STEP, CORRUPT_COMPRESSED, DEGENERATE_SIZE, MAX_ASPECT_RATIO, MAX_INPUT_PIXELS, ODD_WIDTH, TOO_LARGE,
+    UNKNOWN_ENCODING, ZERO_SIZE, ImageConversionError, check_frame_size, check_message, compressed_to_rgb,
+    image_to_numpy, image_to_rgb, numpy_to_image, rgb_to_compressed)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
@@ -83,6 +84,15 @@ def test_packed_yuv_uses_the_encoding_byte_order(encoding):
     assert rgb[0, 0, 1] <= 5 and rgb[0, 4, 1] >= 250                    # video range 16..235 -> 0..255
 
 
+@pytest.mark.parametrize("encoding", ["yuv422", "yuv422_yuy2"])
+def test_packed_yuv_of_odd_width_is_refused_in_the_header_check(encoding):
+    msg = raw_message(np.full((4, 5, 2), 128, np.uint8), encoding)
+    error = conversion_error(msg)
+    assert error.cause == ODD_WIDTH
+    assert str(error) == (f"{encoding} is packed 4:2:2 (two pixels share their chroma), so its width must be even; "
+                          "got 5x4")
+
+
 def test_padded_rows_are_ignored():
     msg = raw_message(RGB[:, :, ::-1], "bgr8", padding=b"\xff" * 11)
     assert msg.step == 7 * 3 + 11
@@ -142,6 +152,42 @@ def test_zero_size_is_rejected(width, height):
     assert error.cause == ZERO_SIZE and f"{width}x{height}" in str(error)
 
 
+def frame_size_error(height, width, max_pixels=MAX_INPUT_PIXELS):
+    with pytest.raises(ImageConversionError) as info:
+        check_frame_size(height, width, max_pixels)
+    return info.value
+
+
+def test_frames_up_to_the_pixel_limit_are_accepted_and_larger_ones_refused_naming_the_parameter():
+    assert MAX_INPUT_PIXELS == 4096 * 4096
+    check_frame_size(4096, 4096)
+    error = frame_size_error(4096, 4097)
+    assert error.cause == TOO_LARGE
+    assert str(error) == "image 4097x4096 has 16781312 pixels, more than max_input_pixels = 16777216"
+    check_frame_size(100, 200, max_pixels=20000)
+    assert frame_size_error(100, 201, max_pixels=20000).cause == TOO_LARGE
+
+
+@pytest.mark.parametrize("height,width", [(1, 8000), (8000, 1), (1, 17), (10, 161), (161, 10)])
+def test_frames_more_elongated_than_the_aspect_ratio_limit_are_degenerate(height, width):
+    error = frame_size_error(height, width)
+    assert error.cause == DEGENERATE_SIZE and f"{width}x{height}" in str(error)
+    assert f"at most {MAX_ASPECT_RATIO} times its shorter (aspect-ratio limit 16:1)" in str(error)
+
+
+@pytest.mark.parametrize("height,width", [(1, 16), (16, 1), (10, 160), (480, 7680), (1, 1)])
+def test_frames_up_to_the_aspect_ratio_limit_are_accepted(height, width):
+    check_frame_size(height, width)
+
+
+def test_a_compressed_frame_is_checked_by_its_header_size_without_decoding():
+    msg = rgb_to_compressed(np.zeros((40, 30, 3), np.uint8), "png")
+    check_message(msg, max_pixels=1200)
+    with pytest.raises(ImageConversionError) as info:
+        check_message(msg, max_pixels=1199)
+    assert info.value.cause == TOO_LARGE and "image 30x40 has 1200 pixels" in str(info.value)
+
+
 def test_png_round_trip_is_exact_and_jpeg_is_close():
     image = cv2.resize(RGB, (64, 48), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(compressed_to_rgb(rgb_to_compressed(image, "png")), image)
@@ -159,6 +205,16 @@ def test_corrupt_jpeg_is_rejected():
     garbage.data = array.array("B", bytes(range(256)) * 4)
     with pytest.raises(ImageConversionError, match="cannot decode 1024 bytes"):
         compressed_to_rgb(garbage)
+
+
+def test_compressed_data_that_is_not_jpeg_or_png_is_refused_before_decoding():
+    msg = CompressedImage(format="png")
+    msg.data = array.array("B", b"GIF89a" + bytes(100))
+    with pytest.raises(ImageConversionError) as info:
+        check_message(msg)
+    assert info.value.cause == CORRUPT_COMPRESSED
+    assert str(info.value) == ("cannot decode 106 bytes of compressed image (format 'png'): not a JPEG or PNG image "
+                               "(it begins with b'GIF89a\\x00\\x00')")
 
 
 def test_empty_compressed_image_is_zero_size():

@@ -72,7 +72,8 @@ def test_a_running_node_reports_ok_with_its_rates_latencies_and_counters():
         "input rate (Hz)", "output rate (Hz)", "input latency median (ms)", "inference latency median (ms)",
         "inference latency max (ms)", "end-to-end latency median (ms)", "node overhead median (ms)",
         "frames received", "frames processed", "frames dropped", "frames lost in transport", "transport loss (%)",
-        "frames ignored while paused", "bad input frames", "enabled", "device", "precision", "model", "image topic"]
+        "frames ignored while paused", "bad input frames", "image size changes", "enabled", "device", "precision",
+        "model", "image topic"]
 
 
 def test_an_idle_period_reports_no_latency():
@@ -85,6 +86,19 @@ def test_bad_input_warns_with_a_key_per_cause():
     assert (result.level, result.message) == (DiagnosticStatus.WARN, "3 bad input frame(s) in the last 2.0 s")
     assert values["bad input: bad_step"] == "2" and values["bad input: zero_size"] == "1"
     assert values["bad input frames"] == "3"
+
+
+def test_size_changes_are_counted_apart_from_bad_input_and_leave_the_status_ok():
+    clock = Clock()
+    statistics = Statistics(clock)
+    statistics.count_received()
+    assert [statistics.count_size_change() for _ in range(2)] == [1, 2]
+    statistics.count_processed(1, 0.01, None)
+    clock.now += 2.0
+    result, values = status(statistics.snapshot())
+    assert (result.level, result.message) == (DiagnosticStatus.OK, "running")
+    assert values["image size changes"] == "2" and values["bad input frames"] == "0"
+    assert not any(key.startswith("bad input:") for key in values)
 
 
 def test_transport_loss_warns():
@@ -222,6 +236,17 @@ def test_compressed_input_looks_for_the_camera_info_of_the_image_topic():
     hints.open(TOPIC + "/compressed", "sensor_data", 5.0)
     hints.review(snapshot(clock, received=1, processed=1, arrived_at=clock.now), camera_info_received=False)
     assert logger.warnings[0].startswith("no camera_info on /camera/camera_info ")
+
+
+def test_a_size_change_is_said_at_info_level_with_repeats_throttled():
+    hints, clock, logger = hints_for(FakeGraph())
+    hints.size_changed("image size changed from 640x480 to 1280x720; outputs follow the new size", 1)
+    clock.now += 1.0
+    hints.size_changed("image size changed from 1280x720 to 640x480; outputs follow the new size", 2)
+    assert logger.records == [("info", "image size changed from 640x480 to 1280x720; outputs follow the new size")]
+    clock.now += LOG_REPEAT_SECONDS
+    hints.size_changed("image size changed from 640x480 to 1280x720; outputs follow the new size", 3)
+    assert logger.messages("info")[-1].endswith("(3 so far; repeats are logged every 10 s)")
 
 
 def test_an_image_size_change_is_reported_with_both_sizes():

@@ -4,7 +4,8 @@ import itertools
 import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from ros_harness import MIN_SIZE, Client, scene_image, stamp, start_process
+from ros_harness import (MIN_SIZE, UNUSABLE_WEIGHTS, Client, RecordingLogger, scene_image, stamp, start_process,
+                         unusable_weights)
 
 from sparseinst_ros.conversions import numpy_to_image
 
@@ -78,6 +79,28 @@ def test_configure_with_missing_weights_fails_with_the_reason(lifecycle, node):
     assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
     assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert node.wait_for_log("weights file not found: /nonexistent/weights.pth", timeout=10)
+
+
+def test_deleting_a_parameter_is_refused_and_configure_still_says_why_it_fails(lifecycle, client, node):
+    (result,) = client.delete_parameters("classes")                     # `ros2 param delete`
+    assert not result.successful and result.reason.startswith("classes cannot be deleted")
+    failures = node.log().count("configure failed: weights file not found: /nonexistent/weights.pth")
+    assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert client.spin_until(lambda: node.log().count("configure failed: weights file not found") > failures, 10.0)
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_WEIGHTS)
+def test_configure_with_unusable_files_fails_in_one_line_naming_the_file(lifecycle, client, node, tmp_path,
+                                                                         weights_file, kind):
+    weights, class_names, named = unusable_weights(kind, tmp_path, weights_file)
+    assert all(r.successful for r in client.set_parameters(weights=str(weights), **{"class_names": "", **class_names}))
+    failures = node.log().count("configure failed: ")
+    assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert client.spin_until(lambda: node.log().count("configure failed: ") > failures, 10.0)
+    line = [line for line in node.log().splitlines() if "configure failed: " in line][-1]
+    assert str(named) in line and "Traceback" not in node.log()
+    assert client.set_parameters(class_names="")[0].successful
 
 
 def test_weights_can_be_changed_while_unconfigured_and_configure_loads_them(lifecycle, client, weights_file):
@@ -190,8 +213,10 @@ def test_an_error_in_a_transition_undoes_everything_and_leaves_the_node_configur
         def broken_open_inputs():
             raise RuntimeError("camera went away")
         node.pipeline.open_inputs = broken_open_inputs
+        node.pipeline.logger = RecordingLogger()
         assert node.trigger_activate() == TransitionCallbackReturn.ERROR
         assert node._state_machine.current_state[1] == "unconfigured"      # through ErrorProcessing
+        assert node.pipeline.logger.messages("error") == ["activate failed: camera went away"]
         assert node.pipeline.model is None and not node.pipeline.publishers and not node.pipeline.subscriptions
 
         del node.pipeline.open_inputs                                      # the class's method again
@@ -200,4 +225,35 @@ def test_an_error_in_a_transition_undoes_everything_and_leaves_the_node_configur
         assert node.pipeline.subscriptions
     finally:
         node.pipeline.close_inputs()
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("error,line", [
+    (KeyError("model"), "configure failed: weights '{weights}': KeyError: 'model'"),
+    (MemoryError(), "configure failed: weights '{weights}': MemoryError"),
+    (OSError(5, "Input/output error"), "configure failed: weights '{weights}': OSError: [Errno 5] Input/output error"),
+])
+def test_whatever_loading_raises_fails_configure_with_one_line(ros, weights_file, monkeypatch, error, line):
+    """In process: rclpy swallows what a transition callback raises; the node says it and returns FAILURE."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    import sparseinst_ros.node
+    from sparseinst_ros.lifecycle_node import SparseInstLifecycleNode
+
+    def broken_loader(**arguments):
+        raise error
+    monkeypatch.setattr(sparseinst_ros.node, "load_predictor", broken_loader)
+    node = SparseInstLifecycleNode(parameter_overrides=[Parameter("weights", value=str(weights_file))],
+                                   cli_args=["--ros-args", "-r", "__node:=sparseinst_configure_failure_test"])
+    node.pipeline.logger = RecordingLogger()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.pipeline.logger.messages("error") == [line.format(weights=weights_file)]
+        assert node.pipeline.logger.messages("debug")[0].startswith("Traceback (most recent call last):")
+        monkeypatch.undo()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.pipeline.close_outputs()
         node.destroy_node()

@@ -1,15 +1,21 @@
 """The node in its own process, driven over Fast DDS from this one: outputs, run-time parameters, the enable
 service, bad inputs, camera_info, diagnostics, the latest-frame policy and start-up failures."""
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from ros_harness import CLASS_NAMES, CONFIG, MIN_SIZE, Client, scene_image, stamp, start_process
+from ros_harness import (CLASS_NAMES, CONFIG, MIN_SIZE, UNUSABLE_WEIGHTS, Client, scene_image, stamp, start_process,
+                         unusable_weights)
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import SetBool
 
 from sparseinst_ros.conversions import image_to_numpy, numpy_to_image
 from sparseinst_ros.detections import box_center_size
+from sparseinst_ros.parameters import PARAMETERS
+from sparseinst_ros.tools.processes import product_environment
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -30,10 +36,13 @@ def node(ros, weights_file, tmp_path_factory):
     # the shipped parameters file, with the test's model and sizes on top
     process = start_process("sparseinst_ros.node", tmp_path_factory.mktemp("node") / "node.log", params_file=CONFIG,
                           params=dict(weights=str(weights_file), device="cpu", min_size=MIN_SIZE,
-                                      max_size=2 * MIN_SIZE, diagnostics_period=0.5),
+                                      max_size=2 * MIN_SIZE, diagnostics_period=0.5, max_input_pixels=MAX_PIXELS),
                           remaps={"image": "/camera/image_raw"})
     yield process
     assert process.stop() == 0, process.log()
+
+
+MAX_PIXELS = 320 * 240
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +110,27 @@ def test_class_filter_changes_at_run_time(client, restore_parameters):
     assert {d[1] for d in detection_summary(client.send(frame())["detections"])} == {by_id}
     assert client.set_parameters(classes=[])[0].successful
     assert {d[1] for d in detection_summary(client.send(frame())["detections"])} == everything
+
+
+def test_the_cli_empty_list_clears_the_class_filter(client, restore_parameters):
+    everything = {d[1] for d in detection_summary(client.send(frame())["detections"])}
+    assert client.set_parameters(classes=[CLASS_NAMES[int(min(everything))]])[0].successful
+    assert len({d[1] for d in detection_summary(client.send(frame())["detections"])}) == 1
+    # `ros2 param set /sparseinst_node classes "[]"` sends an empty bool array
+    assert client.set_parameters(Parameter("classes", Parameter.Type.BOOL_ARRAY, []))[0].successful
+    assert {d[1] for d in detection_summary(client.send(frame())["detections"])} == everything
+
+
+def test_deleting_parameters_is_refused_and_every_parameter_stays_settable(client, restore_parameters):
+    results = client.delete_parameters(*PARAMETERS)                  # `ros2 param delete`, one per parameter
+    assert len(results) == len(PARAMETERS) and not any(result.successful for result in results)
+    assert all(result.reason for result in results)
+    classes = results[list(PARAMETERS).index("classes")]
+    assert classes.reason == ("classes cannot be deleted: the node needs a value for each of its parameters; to "
+                              "publish all classes, set classes to []")
+    assert set(PARAMETERS) <= set(client.list_parameters())
+    assert client.set_parameters(classes=[CLASS_NAMES[0]], score_threshold=0.3)[0].successful
+    assert client.send(frame())["detections"]
 
 
 def test_unknown_class_in_the_filter_is_rejected_with_a_reason(client):
@@ -172,25 +202,51 @@ def zero_size(msg):
     return msg
 
 
-@pytest.mark.parametrize("corrupt,cause", [(unknown_encoding, "unknown_encoding"), (bad_step, "bad_step"),
-                                           (bad_size, "bad_size"), (zero_size, "zero_size")])
-def test_bad_input_is_counted_and_the_node_keeps_running(client, node, corrupt, cause):
+def too_large(_):
+    return frame(np.zeros((241, 320, 3), np.uint8))            # one row more than max_input_pixels allows
+
+
+def one_row(_):
+    return frame(np.zeros((1, 200, 3), np.uint8))
+
+
+def odd_width_yuv422(_):
+    return frame(np.full((96, 127, 2), 128, np.uint8), encoding="yuv422")
+
+
+@pytest.mark.parametrize("corrupt,cause,message", [
+    (unknown_encoding, "unknown_encoding", "unsupported image encoding '32FC1'"),
+    (bad_step, "bad_step", "step 383 is smaller than width 128"),
+    (bad_size, "bad_size", "data has 36857 bytes but step 384 x height 96 = 36864"),
+    (zero_size, "zero_size", "image has zero size (0x0)"),
+    (too_large, "too_large", f"image 320x241 has 77120 pixels, more than max_input_pixels = {MAX_PIXELS}"),
+    (one_row, "degenerate_size", "image 200x1 is too elongated for the model: its longer side may be at most 16 times "
+                                 "its shorter (aspect-ratio limit 16:1)"),
+    (odd_width_yuv422, "odd_width", "yuv422 is packed 4:2:2 (two pixels share their chroma), so its width must be "
+                                    "even; got 127x96"),
+])
+def test_bad_input_is_counted_and_the_node_keeps_running(client, node, corrupt, cause, message):
     before = int(client.latest_diagnostics().get(f"bad input: {cause}", 0))
     bad = corrupt(frame())
     assert client.receives_nothing_for(bad, seconds=2.0)
     client.send(frame())                                      # still serving
     after = int(client.latest_diagnostics()[f"bad input: {cause}"])
     assert after > before
-    assert node.alive() and f"[{cause}]" in node.log()
+    assert node.alive() and f"skipped a frame [{cause}]: {message}" in node.log()
 
 
-def test_images_of_changing_size_are_processed_and_counted(client):
-    small = scene_image(64, 80, seed=3)
+def test_a_size_change_is_counted_once_as_such_and_said_at_info_level(client, node):
     client.send(frame())
-    out = client.send(frame(small))
+    before = client.latest_diagnostics()
+    out = client.send(frame(scene_image(64, 80, seed=3)))
     assert (out["instance_mask"].height, out["instance_mask"].width) == (64, 80)
-    assert int(client.latest_diagnostics()["bad input: size_changed"]) >= 1
     client.send(frame())
+    after = client.latest_diagnostics()
+    assert int(after["image size changes"]) == int(before["image size changes"]) + 2
+    assert after["bad input frames"] == before["bad input frames"]
+    assert "[INFO]" in next(line for line in node.log().splitlines()
+                            if "image size changed from 128x96 to 80x64; outputs follow the new size" in line)
+    assert "size_changed" not in node.log()
 
 
 def test_camera_info_is_republished_with_the_output_header(client):
@@ -254,3 +310,60 @@ def test_invalid_parameter_value_fails_at_start_up(tmp_path, weights_file):
     assert process.process.wait(timeout=120) == 1
     process.stop()
     assert "expected one of auto, cuda, cpu" in process.log()
+
+
+def the_failure_line(log: str, prefix: str) -> str:
+    """The one line of `log` that starts (after the logger's prefix) with `prefix`; no traceback anywhere."""
+    lines = [line for line in log.splitlines() if f"]: {prefix}: " in line]
+    assert len(lines) == 1 and "Traceback" not in log, log
+    return lines[0].split(f"]: {prefix}: ", 1)[1]
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_WEIGHTS)
+def test_unusable_files_fail_at_start_up_in_one_line_naming_the_file(tmp_path, weights_file, kind):
+    weights, class_names, named = unusable_weights(kind, tmp_path, weights_file)
+    process = start_process("sparseinst_ros.node", tmp_path / "node.log",
+                            params=dict(weights=str(weights), device="cpu", **class_names))
+    assert process.process.wait(timeout=120) == 1
+    process.stop()
+    assert str(named) in the_failure_line(process.log(), "start-up failed")
+
+
+def test_a_malformed_command_line_fails_at_start_up_in_one_line(tmp_path):
+    log = tmp_path / "node.log"
+    with open(log, "w") as output:
+        status = subprocess.run([sys.executable, "-m", "sparseinst_ros.node", "--ros-args", "-p", "class_names:="],
+                                env=product_environment(), stdout=output, stderr=subprocess.STDOUT, timeout=120)
+    assert status.returncode == 1
+    assert "Couldn't parse parameter override rule: '-p class_names:='" in the_failure_line(log.read_text(),
+                                                                                            "start-up failed")
+
+
+BROKEN_LOADER = """
+import sys
+import torch
+import sparseinst_ros.node as node
+
+def load_predictor(**arguments):
+    raise {error}
+
+node.load_predictor = load_predictor
+sys.exit(node.run(node.SparseInstNode))
+"""
+
+
+@pytest.mark.parametrize("error,line", [
+    ("KeyError('model')", "weights '/w.pth': KeyError: 'model'"),
+    ("torch.OutOfMemoryError('CUDA out of memory.\\nTried to allocate 2.00 GiB')",
+     "weights '/w.pth': OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+])
+def test_whatever_loading_raises_ends_in_one_line_and_exit_status_1(tmp_path, error, line):
+    """The node's real start-up, with the library's loader replaced by one that raises `error`."""
+    script = tmp_path / "broken_loader.py"
+    script.write_text(BROKEN_LOADER.format(error=error))
+    log = tmp_path / "node.log"
+    with open(log, "w") as output:
+        status = subprocess.run([sys.executable, str(script), "--ros-args", "-p", "weights:=/w.pth"],
+                                env=product_environment(), stdout=output, stderr=subprocess.STDOUT, timeout=120)
+    assert status.returncode == 1
+    assert the_failure_line(log.read_text(), "start-up failed") == line

@@ -24,6 +24,34 @@ def test_a_class_filter_is_a_list_of_names_or_of_ids(value):
     assert class_filter_error(parameter) is None
 
 
+@pytest.mark.parametrize("array_type", ["BOOL_ARRAY", "INTEGER_ARRAY", "DOUBLE_ARRAY", "STRING_ARRAY", "BYTE_ARRAY"])
+def test_an_empty_array_of_any_type_clears_the_class_filter(array_type):
+    # the ros2 CLI sends `[]` as an empty bool array
+    parameter = Parameter("classes", getattr(Parameter.Type, array_type), [])
+    assert class_filter_error(parameter) is None
+    assert change_error([parameter], model_loaded=True) is None
+
+
+@pytest.mark.parametrize("value", [[True], [b"\x01"]])
+def test_a_non_empty_array_of_other_types_is_no_class_filter(value):
+    assert "list of class names or of integer ids" in class_filter_error(Parameter("classes", value=value))
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_deleting_any_parameter_is_refused_with_a_reason(name):
+    deleted = Parameter(name)                   # `ros2 param delete` sends the parameter without a value (NOT_SET)
+    for model_loaded in (False, True):
+        reason = change_error([deleted], model_loaded)
+        assert reason.startswith(f"{name} cannot be deleted: the node needs a value for each of its parameters")
+    assert change_error([deleted], False).endswith("set classes to []") == (name == "classes")
+
+
+def test_max_input_pixels_defaults_to_4096_squared():
+    spec = PARAMETERS["max_input_pixels"]
+    assert spec.default == 4096 * 4096 and not spec.runtime
+    assert spec.descriptor().integer_range[0].from_value == 1
+
+
 @pytest.mark.parametrize("value", [2.5, "person", [1.5, 2.5]])
 def test_other_values_are_no_class_filter(value):
     assert "list of class names or of integer ids" in class_filter_error(Parameter("classes", value=value))

@@ -2,22 +2,26 @@
 itself (not only those that reach the model), measures transport loss from publisher sequence numbers, the
 class filter takes names or ids, and a camera_info published elsewhere in the graph is pointed out."""
 import itertools
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from ros_harness import RecordingLogger
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, CompressedImage
 
+import sparseinst_ros.node
 from sparseinst_core.inference import LoadedPredictor
 from sparseinst_ros.conversions import numpy_to_image, rgb_to_compressed
 from sparseinst_ros.frame_loop import Statistics
-from sparseinst_ros.frame_processor import FrameProcessor
+from sparseinst_ros.frame_processor import FrameOutputs, FrameProcessor
 from sparseinst_ros.health import NodeGraph, Troubleshooting
+from sparseinst_ros.image_header import PNG_SIGNATURE
 from sparseinst_ros.node import SparseInstPipeline
-from sparseinst_ros.transport import SequenceGapCounter
+from sparseinst_ros.transport import ReceiveBuffers, SequenceGapCounter
 
 pytestmark = pytest.mark.ros
 
@@ -64,11 +68,40 @@ def test_bad_frames_are_counted_even_when_inference_never_sees_them(pipeline):
         "skipped a frame [bad_step", "skipped a frame [unknown_encoding", "skipped a frame [zero_size"]
 
 
-def test_size_change_is_counted_in_the_callback(pipeline):
+def test_a_size_change_is_no_bad_input(pipeline):
     pipeline.on_image(good_image(), None)
     pipeline.on_image(numpy_to_image(np.zeros((8, 6, 3), np.uint8), "rgb8"), None)
-    assert pipeline.loop.snapshot().bad_inputs == {"size_changed": 1}
-    assert pipeline.loop.snapshot().dropped == 1         # the frame is still used: outputs follow the new size
+    stats = pipeline.loop.snapshot()
+    assert stats.bad_inputs == {} and stats.dropped == 1   # the frame is pending: outputs follow the new size
+    assert pipeline.logger.warnings == []
+
+
+def png_header(width, height):
+    """The first bytes of a PNG image of this size (all the node reads before deciding)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_SIGNATURE + struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+@pytest.mark.parametrize("make,cause", [
+    (lambda: numpy_to_image(np.zeros((64, 65, 3), np.uint8), "rgb8"), "too_large"),          # 4160 > 4096 pixels
+    (lambda: CompressedImage(format="png", data=png_header(15000, 15000)), "too_large"),
+    (lambda: numpy_to_image(np.zeros((1, 40, 3), np.uint8), "rgb8"), "degenerate_size"),
+    (lambda: numpy_to_image(np.zeros((40, 2, 3), np.uint8), "rgb8"), "degenerate_size"),
+    (lambda: CompressedImage(format="png", data=png_header(400, 1)), "degenerate_size"),
+    (lambda: numpy_to_image(np.zeros((4, 5, 2), np.uint8), "yuv422"), "odd_width"),
+])
+def test_frames_too_large_degenerate_or_of_odd_packed_width_are_refused_on_arrival(ros, make, cause):
+    node = Node(f"pipeline_test_{next(_names)}", parameter_overrides=[Parameter("max_input_pixels", value=64 * 64)])
+    pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
+    pipeline.logger = pipeline.hints.logger = RecordingLogger()
+    try:
+        pipeline.on_image(make(), None)
+        pipeline.on_image(good_image(), None)
+        stats = pipeline.loop.snapshot()
+        assert stats.bad_inputs == {cause: 1} and stats.dropped == 0   # it never took the pending place
+        assert pipeline.logger.warnings[0].startswith(f"skipped a frame [{cause}]: ")
+    finally:
+        node.destroy_node()
 
 
 def test_frames_arriving_while_paused_are_ignored_unchecked(pipeline):
@@ -102,6 +135,63 @@ def test_sequence_gap_counter_ignores_restarts_and_missing_numbers():
     assert counter.add(info(43)) == 2
 
 
+def test_receive_buffers_are_renewed_after_a_refused_message_larger_than_any_accepted():
+    clock = iter(range(0, 1000, 5)).__next__                  # 5 s between calls
+    buffers = ReceiveBuffers(min_bytes=100, min_interval_s=8.0, clock=clock)
+    assert not buffers.refused(100)                            # not above min_bytes
+    buffers.accepted(500)
+    assert not buffers.refused(400)                            # the buffer is that large for good frames anyway
+    assert buffers.refused(501)
+    assert not buffers.refused(600)                            # within min_interval_s of the renewal
+    assert buffers.refused(600)
+
+
+def test_a_refused_oversize_message_renews_the_image_subscription(ros):
+    node = Node(f"pipeline_test_{next(_names)}", parameter_overrides=[Parameter("max_input_pixels", value=64 * 64)])
+    pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
+    pipeline.logger = pipeline.hints.logger = RecordingLogger()
+    try:
+        pipeline.subscriptions.append(pipeline._subscribe_image())
+        first = pipeline.subscriptions[0]
+        topic = first.topic_name
+        pipeline.on_image(numpy_to_image(np.zeros((64, 64, 3), np.uint8), "rgb8"), None)
+        pipeline.on_image(numpy_to_image(np.zeros((65, 64, 3), np.uint8), "rgb8"), None)     # refused, but small
+        assert pipeline.subscriptions[0] is first
+        pipeline.on_image(numpy_to_image(np.zeros((2048, 6000, 3), np.uint8), "rgb8"), None)  # refused, 37 MB
+        assert pipeline.subscriptions[0] is not first and pipeline.subscriptions[0].topic_name == topic
+        assert pipeline.loop.snapshot().bad_inputs == {"too_large": 2}
+    finally:
+        node.destroy_node()
+
+
+def test_the_heap_is_trimmed_once_after_frames_of_another_size(pipeline, monkeypatch):
+    trims = []
+    monkeypatch.setattr(sparseinst_ros.node, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
+    pipeline.processor = lambda msgs, camera_infos, overlay: [
+        FrameOutputs({}, None, (msgs[0].height, msgs[0].width), {"inference": 1.0})]
+    pipeline.open_outputs()
+    pipeline.loop.start()
+
+    def process(height, width):
+        processed = pipeline.loop.statistics.snapshot().processed
+        pipeline.on_image(numpy_to_image(np.zeros((height, width, 3), np.uint8), "rgb8"), None)
+        deadline = time.monotonic() + 10
+        while pipeline.loop.statistics.snapshot().processed == processed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    try:
+        for _ in range(3):
+            process(4, 6)
+            pipeline.report()
+        assert trims == []                                   # a steady stream never pays for it
+        process(8, 6)
+        pipeline.report()
+        pipeline.report()
+        assert len(trims) == 1
+    finally:
+        pipeline.close_inputs()
+        pipeline.close_outputs()
+
+
 def test_class_filter_takes_names_or_integer_ids(pipeline):
     pipeline.model = LoadedPredictor(predictor=None, class_names=["circle", "square", "triangle"], description="")
     pipeline.processor = FrameProcessor(pipeline.model)
@@ -115,6 +205,14 @@ def test_class_filter_takes_names_or_integer_ids(pipeline):
     result = node.set_parameters([Parameter("classes", value=[7])])[0]
     assert not result.successful and "out of range" in result.reason
     assert pipeline.processor.allowed_classes == {1}            # a rejected change leaves the filter as it was
+
+
+def test_deleting_the_class_filter_is_refused_and_it_stays_declared(pipeline):
+    node = pipeline.node
+    result = node.set_parameters([Parameter("classes")])[0]        # what `ros2 param delete` sends
+    assert not result.successful and "classes cannot be deleted" in result.reason
+    assert node.has_parameter("classes")
+    assert node.set_parameters([Parameter("score_threshold", value=0.4)])[0].successful
 
 
 def test_a_camera_info_published_elsewhere_in_the_graph_is_pointed_out_once(ros):
