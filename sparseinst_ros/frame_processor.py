@@ -13,9 +13,10 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from sparseinst_core.inference import LoadedPredictor
+from sparseinst_core.inference.label_image import InstanceLabels, label_instances
 
 from .conversions import compressed_to_rgb, image_to_rgb, numpy_to_image
-from .detections import InstanceLabels, draw_overlay, label_instances, to_detection_array
+from .detections import draw_overlay, to_detection_array
 
 
 @dataclass
@@ -36,8 +37,8 @@ def decode(msg: Image | CompressedImage) -> np.ndarray:
 class FrameProcessor:
     """Runs a loaded predictor on image messages and builds the node's outputs for each.
 
-    `allowed_classes` (None: all) and `max_instances` select what is published; the thresholds live on
-    the predictor. Attributes may be changed between calls (run-time parameters).
+    `allowed_classes` (None: all) and `max_instances` select what is published; they are applied by the
+    predictor before any mask is resized, as are the thresholds. They may change between calls.
     """
 
     def __init__(self, model: LoadedPredictor, allowed_classes: frozenset[int] | None = None,
@@ -45,6 +46,22 @@ class FrameProcessor:
         self.model = model
         self.allowed_classes = allowed_classes
         self.max_instances = max_instances
+
+    @property
+    def allowed_classes(self) -> frozenset[int] | None:
+        return self.model.predictor.classes
+
+    @allowed_classes.setter
+    def allowed_classes(self, classes: frozenset[int] | None) -> None:
+        self.model.predictor.classes = classes
+
+    @property
+    def max_instances(self) -> int:
+        return self.model.predictor.max_instances
+
+    @max_instances.setter
+    def max_instances(self, count: int) -> None:
+        self.model.predictor.max_instances = count
 
     def __call__(self, msgs: list[Image | CompressedImage], camera_infos: list[CameraInfo | None] | None = None,
                  overlay: bool = False) -> list[FrameOutputs]:
@@ -59,7 +76,7 @@ class FrameProcessor:
         outputs = []
         for msg, rgb, result, camera_info in zip(msgs, images, results, camera_infos):
             header = msg.header
-            instances = label_instances(result, self.allowed_classes, self.max_instances)
+            instances = label_instances(result, max_instances=self.max_instances)
             messages = {"instance_mask": numpy_to_image(instances.label_image, "mono16", header),
                         "detections": to_detection_array(instances, header)}
             if overlay:

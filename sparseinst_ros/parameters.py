@@ -16,10 +16,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from sparseinst_core.inference.defaults import (BACKENDS, DEVICES, MASK_THRESHOLD, MAX_INSTANCES, PRECISIONS,
                                                 SCORE_THRESHOLD)
+from sparseinst_core.inference.label_image import MAX_LABEL
 from sparseinst_core.inference.loader import DEMO_WEIGHTS
 
 from .conversions import MAX_INPUT_PIXELS
-from .detections import MAX_LABEL
 
 AUTO_PRESET = "auto"
 INPUT_QOS = {

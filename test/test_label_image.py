@@ -63,18 +63,6 @@ def test_label_image_from_crops_follows_the_definition(seed, allowed_classes, ma
         assert count == len(xs) and box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_same_result_as_the_nodes_label_instances(seed):
-    """Equal to sparseinst_ros.detections.label_instances (full masks), which the node used before."""
-    from sparseinst_ros import detections
-
-    result = random_overlapping_instances(seed)
-    expected = detections.label_instances(result, frozenset({0, 1}), 8)
-    actual = label_instances(result, frozenset({0, 1}), 8)
-    for field in ("label_image", "class_ids", "scores", "boxes", "pixel_counts", "ids"):
-        np.testing.assert_array_equal(getattr(actual, field), getattr(expected, field))
-
-
 def test_an_instance_in_several_crops_is_painted_once():
     crops = MaskCrops((6, 8), 1, np.array([0, 0]), np.array([[0, 0, 4, 3], [2, 1, 6, 4]]), np.ones(12 + 12, bool))
     out = label_instances(Instances(np.array([0.9], np.float32), np.array([1]), mask_crops=crops))

@@ -136,17 +136,30 @@ def postprocess(pred_logits, pred_scores, pred_masks, padded_size, image_size, o
     return scores, labels, resize_masks_to_original(mask_probs, image_size, original_size, mask_threshold)
 
 
+def best_instances(scores: torch.Tensor, labels: torch.Tensor, max_instances: int,
+                   classes: frozenset[int] | None = None) -> torch.Tensor:
+    """Indices of the `max_instances` best scores (descending, stable) among the labels in `classes`
+    (None: all): the selection made before any mask is resized."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    if classes is not None:
+        wanted = torch.as_tensor(sorted(classes), dtype=labels.dtype, device=labels.device)
+        order = order[torch.isin(labels[order], wanted)]
+    return order[:max_instances]
+
+
 def postprocess_crops(pred_logits, pred_scores, pred_masks, padded_size, image_size, original_size,
-                      score_threshold: float, mask_threshold: float, max_instances: int = MAX_INSTANCES):
+                      score_threshold: float, mask_threshold: float, max_instances: int = MAX_INSTANCES,
+                      classes: frozenset[int] | None = None):
     """`postprocess` for the `max_instances` best scores, masks as crops: scores and labels equal
     `postprocess(..., sort=True)[:max_instances]`, masks equal inside the crops and False outside
-    (up to pixels at the threshold, where float rounding of the products can differ).
+    (up to pixels at the threshold, where float rounding of the products can differ). With `classes`,
+    only instances of those labels are kept (before the `max_instances` cut).
 
     Returns scores (K,), labels (K,) by descending score and `MaskCrops` (values on the tensors' device).
     """
     scores, labels, mask_probs, binary = scored_queries(pred_logits, pred_scores, pred_masks, padded_size,
                                                         score_threshold, mask_threshold)
-    order = torch.argsort(scores, descending=True, stable=True)[:max_instances]
+    order = best_instances(scores, labels, max_instances, classes)
     query = order.cpu().numpy()                                            # (K',) the query of each instance
     probs = image_window(mask_probs, image_size)                           # (K, rows, cols), not copied
     rows, cols = axis_maps(tuple(original_size), tuple(image_size), tuple(probs.shape[-2:]))

@@ -9,7 +9,6 @@ into their boxes (`postprocess_crops`), the official two-step one with `postproc
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from ..model import TEST_MAX_SIZE, TEST_MIN_SIZE, SparseInst, padded_shape
 from .backends import create_backend
 from .defaults import MASK_THRESHOLD, MAX_INSTANCES, SCORE_THRESHOLD
 from .mask_crops import MaskCrops
-from .postprocess import postprocess_crops, postprocess_reference
+from .postprocess import best_instances, postprocess_crops, postprocess_reference
 from .preprocess import pad_batch, resize_image, validate_image
 
 POSTPROCESSORS = ("fast", "reference")
@@ -82,7 +81,8 @@ class Predictor:
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
-    max_instances: at most this many instances per image, the best scores, kept before any mask is resized.
+    max_instances: at most this many instances per image, the best scores, kept before any mask is resized;
+    the attribute `classes` (a set of labels, None for all) filters before that cut.
     fallback: a backend to use, with a warning, when `backend` cannot run here (e.g. "torch" when
     onnxruntime or its GPU provider is missing). device "auto" falls back from CUDA to the CPU.
     """
@@ -113,9 +113,9 @@ class Predictor:
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
         self.max_instances = max_instances
+        self.classes: frozenset[int] | None = None     # class filter (labels to keep), None: all; may change
         # one image's raw outputs -> scores, labels and masks (`MaskCrops`, or full masks for the reference)
-        procedure = postprocess_crops if postprocess == "fast" else postprocess_reference_by_score
-        self.postprocess = functools.partial(procedure, max_instances=max_instances)
+        self.postprocess = postprocess_crops if postprocess == "fast" else postprocess_reference_by_score
         config = model.config if model is not None else self.backend.config
         pixel_mean = config.pixel_mean if hasattr(config, "pixel_mean") else config["pixel_mean"]
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
@@ -156,15 +156,17 @@ class Predictor:
             scores, labels, masks = self.postprocess(
                 outputs["pred_logits"][index], outputs["pred_scores"][index], outputs["pred_masks"][index],
                 padded_size=batch.shape[-2:], image_size=tensor.shape[-2:], original_size=image.shape[:2],
-                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold)
+                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold,
+                max_instances=self.max_instances, classes=self.classes)
             scores, labels = scores.float().cpu().numpy(), labels.cpu().numpy()
             results.append(Instances(scores, labels, mask_crops=masks.numpy()) if isinstance(masks, MaskCrops)
                            else Instances(scores, labels, masks.cpu().numpy()))
         return results[0] if single else results
 
 
-def postprocess_reference_by_score(*arguments, max_instances: int, **keywords):
-    """`postprocess_reference` sorted by descending score (stable), the `max_instances` best."""
+def postprocess_reference_by_score(*arguments, max_instances: int = MAX_INSTANCES, classes: frozenset[int] | None = None,
+                                   **keywords):
+    """`postprocess_reference` sorted by descending score (stable), the `max_instances` best in `classes`."""
     scores, labels, masks = postprocess_reference(*arguments, **keywords)
-    order = torch.argsort(scores, descending=True, stable=True)[:max_instances]
+    order = best_instances(scores, labels, max_instances, classes)
     return scores[order], labels[order], masks[order]

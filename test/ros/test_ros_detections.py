@@ -4,8 +4,8 @@ import pytest
 from std_msgs.msg import Header
 
 from sparseinst_core import Instances
-from sparseinst_ros.detections import (
-    box_center_size, label_instances, resolve_class_filter, to_detection_array)
+from sparseinst_core.inference.label_image import label_instances
+from sparseinst_ros.detections import box_center_size, resolve_class_filter, to_detection_array
 
 CLASS_NAMES = ("circle", "square", "triangle")
 

@@ -6,8 +6,8 @@ from ros_harness import CLASS_NAMES, MIN_SIZE, scene_image
 from sensor_msgs.msg import CameraInfo
 
 from sparseinst_core.inference import load_predictor
+from sparseinst_core.inference.label_image import label_instances
 from sparseinst_ros.conversions import ImageConversionError, image_to_numpy, numpy_to_image, rgb_to_compressed
-from sparseinst_ros.detections import label_instances
 from sparseinst_ros.frame_processor import FrameProcessor
 
 pytestmark = pytest.mark.ros

@@ -4,6 +4,7 @@ class filter takes names or ids, and a camera_info published elsewhere in the gr
 import itertools
 import struct
 import time
+from types import SimpleNamespace
 import zlib
 
 import numpy as np
@@ -193,7 +194,8 @@ def test_the_heap_is_trimmed_once_after_frames_of_another_size(pipeline, monkeyp
 
 
 def test_class_filter_takes_names_or_integer_ids(pipeline):
-    pipeline.model = LoadedPredictor(predictor=None, class_names=["circle", "square", "triangle"], description="")
+    predictor = SimpleNamespace(classes=None, max_instances=100)       # what the filter is applied to
+    pipeline.model = LoadedPredictor(predictor=predictor, class_names=["circle", "square", "triangle"], description="")
     pipeline.processor = FrameProcessor(pipeline.model)
     node = pipeline.node
     assert node.set_parameters([Parameter("classes", value=[2, 0])])[0].successful
