@@ -186,6 +186,23 @@ def test_max_instances_keeps_the_best_scores(postprocess):
         Predictor(model, device="cpu", max_instances=-1)
 
 
+@pytest.mark.parametrize("postprocess", ["fast", "reference"])
+def test_class_filter_applies_before_the_max_instances_cut(postprocess):
+    # queries' classes 0, 1, 1, 1 with scores rising 0.3 .. 0.9: the best two of class 1, not of all
+    logits = torch.full((1, 4, 2), logit(0.01))
+    for query, (label, probability) in enumerate([(0, 0.95), (1, 0.3), (1, 0.6), (1, 0.8)]):
+        logits[0, query, label] = logit(probability)
+    model = ScriptedModel(logits, torch.zeros(1, 4, 1), lambda h, w: torch.full((4, h, w), POS))
+    predictor = Predictor(model, min_size=32, max_size=32, score_threshold=0.0, device="cpu",
+                          postprocess=postprocess, max_instances=2)
+    predictor.classes = frozenset({1})
+    result = predictor(np.zeros((32, 32, 3), np.uint8))
+    assert result.labels.tolist() == [1, 1]
+    assert result.scores.tolist() == pytest.approx([math.sqrt(0.8 * 0.5), math.sqrt(0.6 * 0.5)], rel=1e-3)
+    predictor.classes = None
+    assert predictor(np.zeros((32, 32, 3), np.uint8)).labels.tolist() == [0, 1]
+
+
 def test_masks_come_as_crops_and_as_full_masks_on_demand():
     def square(h, w):
         m = torch.full((2, h, w), NEG)
