@@ -2,7 +2,8 @@
 
 `SparseInstPipeline` adapts the library to ROS: it declares the parameters (`parameters`), creates the
 publishers, subscriptions, service and timer, converts messages (`conversions`, `detections`), runs the
-model in a `frame_loop.FrameLoop` on the latest frame only, and reports `health`. `SparseInstNode` (plain,
+model in a `frame_loop.FrameLoop` on the latest frame only (or, with `drop_frames: false`, on every frame from
+a bounded queue, for replayed recordings), and reports `health`. `SparseInstNode` (plain,
 everything at start-up) and `sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide
 *when* its steps run: load the model, open the outputs, open the inputs, and undo each.
 """
@@ -15,6 +16,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -28,10 +30,10 @@ from sparseinst_core.inference import LoadedPredictor, load_predictor
 from .camera_info import CameraInfoPairing, camera_info_topic
 from .conversions import ImageConversionError, check_message
 from .detections import resolve_class_filter
-from .frame_loop import FrameLoop, ProcessTiming
+from .frame_loop import FrameLoop, ProcessTiming, pending_frames
 from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
-from .parameters import INPUT_QOS, PARAMETERS, change_error, loader_arguments, start_up_error
+from .parameters import NODE_NAME, PARAMETERS, change_error, input_qos, loader_arguments, start_up_error
 from .spinning import spin_until_shutdown
 from .transport import SequenceGapCounter
 
@@ -39,9 +41,11 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _age_ms(node: Node, stamp) -> float | None:
-    """Milliseconds from a header stamp to now on the node's clock; None for an unset stamp."""
+    """Milliseconds from a header stamp to now on the node's clock, which follows `use_sim_time` (so replayed
+    stamps age by the replay's /clock); None for an unset stamp or while sim time has not started."""
     stamp_ns = stamp.sec * 10**9 + stamp.nanosec
-    return (node.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else None
+    now_ns = node.get_clock().now().nanoseconds
+    return (now_ns - stamp_ns) / 1e6 if stamp_ns and now_ns else None
 
 
 class SparseInstPipeline:
@@ -59,7 +63,6 @@ class SparseInstPipeline:
         self._destroy_publisher = destroy_publisher
         self.model: LoadedPredictor | None = None
         self.processor: FrameProcessor | None = None
-        self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
         self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
@@ -73,6 +76,7 @@ class SparseInstPipeline:
         error = start_up_error(node.get_parameters(list(PARAMETERS)))
         if error:
             raise ValueError(error)
+        self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
     def param(self, name: str):
@@ -144,7 +148,8 @@ class SparseInstPipeline:
 
     def open_inputs(self) -> None:
         """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
-        qos = INPUT_QOS[self.param("input_qos")]
+        qos = input_qos(self.param("input_qos"), self.param("drop_frames"), self.param("queue_size"))
+        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size")))
         image_topic = self.node.resolve_topic_name("image")
         if self.param("compressed_input"):
             # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
@@ -158,7 +163,10 @@ class SparseInstPipeline:
             CameraInfo, camera_info_topic(image_topic), self.on_camera_info, qos))
         self.sequence_gaps.forget_publishers()
         self.loop.start()
-        self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report))
+        # Rates and durations are this machine's work: wall-clock periods, also under sim time (and while a replay
+        # is paused); ages (stamp to now) use the node's clock.
+        self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report,
+                                                  clock=Clock(clock_type=ClockType.STEADY_TIME)))
         self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
 
     def close_inputs(self) -> None:
@@ -210,7 +218,7 @@ class SparseInstPipeline:
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
-        (msg,) = frames                                      # the latest-frame policy: one frame per cycle
+        (msg,) = frames                                      # both policies hand over one frame per cycle
         overlay = self.publishers.get("overlay")
         (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
                                    overlay=overlay is not None and overlay.get_subscription_count() > 0)
@@ -246,7 +254,7 @@ class SparseInstNode(Node):
     """The plain node: loads the model and starts at construction; a weights error raises."""
 
     def __init__(self, **kwargs):
-        super().__init__("sparseinst_node", **kwargs)
+        super().__init__(NODE_NAME, **kwargs)
         self.pipeline = SparseInstPipeline(self, self.create_publisher, self.destroy_publisher)
         self.pipeline.load_model()
         self.pipeline.open_outputs()
@@ -264,7 +272,7 @@ def run(node_factory) -> int:
     try:
         node = node_factory()
     except (FileNotFoundError, ValueError, RuntimeError, ParameterException) as error:
-        rclpy.logging.get_logger("sparseinst_node").fatal(f"start-up failed: {error}")
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"start-up failed: {error}")
         rclpy.try_shutdown()
         return 1
     try:
