@@ -47,8 +47,7 @@ def read_back(path):
     return messages, connections
 
 
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("encoding,storage", zip(ENCODINGS, ["mcap", "sqlite3", "sqlite3", "mcap"]))
 def test_outputs_equal_the_predictors_results_frame_by_frame(tmp_path, params_file, predictor, storage, encoding):
     frames = write_bag(tmp_path / "in", encoding, count=3, storage=storage)
     topic = COMPRESSED_TOPIC if encoding == "jpeg" else IMAGE_TOPIC
