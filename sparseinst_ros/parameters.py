@@ -112,7 +112,7 @@ def value_error(parameter: Parameter) -> str | None:
     if parameter.name == "classes":
         return class_filter_error(parameter)
     if parameter.type_.value != spec.type:
-        return (f"parameter {parameter.name!r} must be a {_TYPE_NAMES[spec.type]}, got "
+        return (f"parameter {parameter.name!r} must be of type {_TYPE_NAMES[spec.type]}, got "
                 f"{parameter.type_.name.lower()} {parameter.value!r}")
     if spec.range and not spec.range[0] <= parameter.value <= spec.range[1]:
         return f"parameter {parameter.name!r} is {parameter.value!r}; expected {spec.range[0]}..{spec.range[1]}"

@@ -135,7 +135,7 @@ def test_an_existing_output_is_refused_unless_overwrite(bag, params_file, capsys
 
 @pytest.mark.parametrize("parameters,message", [
     ({"score_threshold": 1.5}, "parameter 'score_threshold' is 1.5; expected 0.0..1.0"),
-    ({"score_threshold": 1}, "parameter 'score_threshold' must be a double, got integer 1"),
+    ({"score_threshold": 1}, "parameter 'score_threshold' must be of type double, got integer 1"),
     ({"device": "gpu"}, "parameter 'device' is 'gpu'; expected one of auto, cuda, cpu"),
     ({"classes": ["hexagon"]}, "unknown class 'hexagon'"),
 ])

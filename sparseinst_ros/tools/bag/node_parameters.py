@@ -26,7 +26,7 @@ def read_parameters_file(path: Path) -> tuple[dict[str, object], list[str]]:
         raise UsageError(f"--params-file {path}: no such file")
     try:
         messages = parameter_dict_from_yaml_file(str(path), use_wildcard=True, target_nodes=[f"/{NODE_NAME}"])
-    except (yaml.YAMLError, RuntimeError, AttributeError, TypeError) as error:
+    except (yaml.YAMLError, RuntimeError, AttributeError, TypeError, KeyError) as error:
         raise UsageError(f"--params-file {path} is not a ROS 2 parameters file for {NODE_NAME} (a '/**' or "
                          f"'{NODE_NAME}' section with ros__parameters): {error}") from None
     values, ignored = {}, []
