@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return USAGE_ERROR_STATUS
-    except Failure as error:
+    except (Failure, OSError) as error:          # OSError: writing failed (a full disk, permissions)
         print(f"{name}: failed: {error}", file=sys.stderr)
         return FAILURE_STATUS
     except Interrupted as interruption:

@@ -26,7 +26,7 @@ from .node_parameters import class_filter
 from .output import SafeOutput
 from .reading import ImageTopic, RecordedCameraInfo, recorded_messages
 from .summary import Summary
-from .writing import OutputBag
+from .writing import WriterThread
 
 STAGES = ("read", "decode", "inference", "outputs", "write")
 
@@ -49,7 +49,7 @@ def run_recording(reader: Reader, bag: Path, topic: ImageTopic, output: SafeOutp
     started = time.monotonic()
     with output as path, tqdm(total=topic.count, unit="frame", desc="run", dynamic_ncols=True,
                               disable=None if progress is None else not progress) as bar:
-        outputs = OutputBag(path, storage)
+        writer = WriterThread(path, storage)
         try:
             messages = recorded_messages(reader, topic.connections, bag)
             while (recorded := _timed(summary, "read", next, messages, None)) is not None:
@@ -68,25 +68,20 @@ def run_recording(reader: Reader, bag: Path, topic: ImageTopic, output: SafeOutp
                     continue
                 for stage in ("decode", "inference", "outputs"):
                     summary.stage_seconds[stage] += result.timings_ms[stage] / 1e3
-                _timed(summary, "write", _write_frame, outputs, recorded, result.messages,
-                       topic.name if copy_input else None)
+                frame_outputs = [(output_topic(name), message) for name, message in result.messages.items()]
+                writer.put(recorded.timestamp, frame_outputs, [(topic.name, recorded)] if copy_input else [])
                 summary.done += 1
                 summary.instances.update(model.class_names[class_id] for class_id in result.instances.class_ids)
             if not summary.done:
                 raise Failure(_nothing_decoded(summary))
-            outputs.close()
+            writer.finish()
         except BaseException:
-            outputs.abort()
+            writer.stop()
             raise
+        finally:
+            summary.stage_seconds["write"] = writer.seconds
     summary.elapsed_seconds = time.monotonic() - started
     return summary
-
-
-def _write_frame(outputs: OutputBag, recorded, messages: dict[str, object], input_topic: str | None) -> None:
-    for name, message in messages.items():
-        outputs.write(output_topic(name), message, recorded.timestamp)
-    if input_topic is not None:
-        outputs.write_recorded(input_topic, recorded)
 
 
 def _timed(summary: Summary, stage: str, function, *args):
