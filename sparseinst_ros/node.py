@@ -10,7 +10,6 @@ everything at start-up) and `sparseinst_ros.lifecycle_node.SparseInstLifecycleNo
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
 import torch

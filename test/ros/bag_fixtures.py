@@ -8,7 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from ros_harness import scene_image
+import yaml
+from ros_harness import MIN_SIZE, scene_image
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -89,3 +90,11 @@ def write_bag(path: Path, encoding: str = "rgb8", count: int = 3, storage: str =
                 writer.write(info_connection, timestamp + 1000, STORE.serialize_cdr(info, info.__msgtype__))
             frames.append(RecordedFrame(timestamp, sec, nanosec, decoded))
     return frames
+
+
+def write_params_file(path: Path, weights_file: Path, **parameters) -> Path:
+    """The node's parameters file with the test model at the tests' input size, as a user would write it."""
+    values = {"weights": str(weights_file), "device": "cpu", "min_size": MIN_SIZE, "max_size": 2 * MIN_SIZE,
+              **parameters}
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
+    return path

@@ -10,8 +10,7 @@ import time
 
 import pytest
 import yaml
-from bag_fixtures import FRAME_PERIOD_NS, IMAGE_TOPIC, START_NS, write_bag
-from ros_harness import MIN_SIZE
+from bag_fixtures import FRAME_PERIOD_NS, IMAGE_TOPIC, START_NS, write_bag, write_params_file
 from rosbags.highlevel import AnyReader
 
 from sparseinst_ros.tools.bag.cli import main
@@ -22,10 +21,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def params_file(weights_file, tmp_path_factory):
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "weights": str(weights_file), "device": "cpu", "min_size": MIN_SIZE, "max_size": 2 * MIN_SIZE}}}))
-    return path
+    return write_params_file(tmp_path_factory.mktemp("params") / "params.yaml", weights_file)
 
 
 @pytest.fixture

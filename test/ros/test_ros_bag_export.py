@@ -7,8 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import yaml
-from bag_fixtures import COMPRESSED_TOPIC, IMAGE_TOPIC, write_bag
+from bag_fixtures import COMPRESSED_TOPIC, IMAGE_TOPIC, write_bag, write_params_file
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from ros_harness import CLASS_NAMES, MIN_SIZE
@@ -23,10 +22,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def params_file(weights_file, tmp_path_factory):
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "weights": str(weights_file), "device": "cpu", "min_size": MIN_SIZE, "max_size": 2 * MIN_SIZE}}}))
-    return path
+    return write_params_file(tmp_path_factory.mktemp("params") / "params.yaml", weights_file)
 
 
 @pytest.fixture(scope="module")

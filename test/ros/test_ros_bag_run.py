@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 import yaml
-from bag_fixtures import CAMERA_INFO_TOPIC, COMPRESSED_TOPIC, ENCODINGS, IMAGE_TOPIC, write_bag
+from bag_fixtures import (CAMERA_INFO_TOPIC, COMPRESSED_TOPIC, ENCODINGS, IMAGE_TOPIC, write_bag,
+                          write_params_file)
 from ros_harness import MIN_SIZE
 from rclpy.node import Node
 from rosbags.highlevel import AnyReader
@@ -24,11 +25,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def params_file(weights_file, tmp_path_factory):
-    """The node's parameters file with the test model, as a user would write it."""
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "weights": str(weights_file), "device": "cpu", "min_size": MIN_SIZE, "max_size": 2 * MIN_SIZE}}}))
-    return path
+    return write_params_file(tmp_path_factory.mktemp("params") / "params.yaml", weights_file)
 
 
 @pytest.fixture(scope="module")

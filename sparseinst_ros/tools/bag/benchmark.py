@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_index + 1}: predictor alone {predictor_fps[-1]:.2f} frames/s, "
                       f"run {run_fps[-1]:.2f} frames/s, ratio {run_fps[-1] / predictor_fps[-1]:.3f}")
     ratio = statistics.median(run / alone for run, alone in zip(run_fps, predictor_fps))
-    stages = ", ".join(f"{stage} {1e3 * seconds / summary.read:.1f} ms" for stage, seconds in summary.stage_seconds.items())
+    stages = ", ".join(f"{stage} {1e3 * seconds / summary.read:.1f} ms"
+                       for stage, seconds in summary.stage_seconds.items())
     print(f"median: predictor alone {statistics.median(predictor_fps):.2f} frames/s, run "
           f"{statistics.median(run_fps):.2f} frames/s; median ratio of the rounds {ratio:.3f} "
           f"(target >= {TARGET_RATIO})")

@@ -41,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("bag", type=Path, metavar="BAG")
-    model.add_argument("--image-topic", required=True, metavar="T", help="sensor_msgs/Image or CompressedImage topic")
+    model.add_argument("--image-topic", required=True, metavar="T",
+                       help="sensor_msgs/Image or CompressedImage topic")
     model.add_argument("--params-file", type=Path, metavar="YAML",
                        help="the node's parameters file (e.g. config/sparseinst.yaml): model, thresholds, classes")
-    model.add_argument("--weights", metavar="W", help="checkpoint; overrides the parameters file ('demo': shipped model)")
+    model.add_argument("--weights", metavar="W",
+                       help="checkpoint; overrides the parameters file ('demo': the shipped model)")
     model.add_argument("--device", metavar="D", help="auto, cuda or cpu; overrides the parameters file")
-    model.add_argument("--overwrite", action="store_true", help="replace an existing output (once the new one is complete)")
+    model.add_argument("--overwrite", action="store_true",
+                       help="replace an existing output (once the new one is complete)")
 
     run = commands.add_parser("run", parents=[model], help="the node's pipeline on every frame, outputs into a new bag")
     run.add_argument("--output", type=Path, metavar="OUT", help="output bag (default: BAG_sparseinst beside BAG)")

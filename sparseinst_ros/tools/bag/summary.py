@@ -20,7 +20,8 @@ class FailedFrame:
     message: str
 
     def __str__(self) -> str:
-        stamp = f"stamp {self.stamp_ns // 10**9}.{self.stamp_ns % 10**9:09d}" if self.stamp_ns is not None else "no stamp"
+        stamp = (f"stamp {self.stamp_ns // 10**9}.{self.stamp_ns % 10**9:09d}" if self.stamp_ns is not None
+                 else "no stamp")
         return f"frame {self.index} ({stamp}): [{self.cause}] {self.message}"
 
 
