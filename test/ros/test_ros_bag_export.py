@@ -76,7 +76,9 @@ def test_every_and_max_frames_select_frames_and_jpeg_is_kept_as_recorded(tmp_pat
     assert main(["export", str(tmp_path / "in"), "--image-topic", COMPRESSED_TOPIC, "--output",
                  str(tmp_path / "dataset"), "--params-file", str(params_file), "--every", "2",
                  "--max-frames", "3"]) == 0
-    assert "export: 3 of 3 frames of /camera/image_raw/compressed exported" in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert "export: 3 of 3 frames of /camera/image_raw/compressed exported" in summary
+    assert "instances:" not in summary                                        # no model ran on the frames
     data = json.loads((tmp_path / "dataset" / "annotations.json").read_text())
     assert [image["frame_index"] for image in data["images"]] == [0, 2, 4]
     assert [image["file_name"] for image in data["images"]] == ["frame_000000.jpg", "frame_000002.jpg",

@@ -15,7 +15,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray
 
 from sparseinst_core.inference import load_predictor
+from sparseinst_ros.conversions import image_to_numpy, numpy_to_image
 from sparseinst_ros.detections import box_center_size, label_instances
+from sparseinst_ros.frame_processor import FrameProcessor
 from sparseinst_ros.tools.bag.cli import main
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
@@ -29,8 +31,13 @@ def params_file(weights_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predictor(weights_file):
-    return load_predictor(weights_file, min_size=MIN_SIZE, max_size=2 * MIN_SIZE, device="cpu").predictor
+def model(weights_file):
+    return load_predictor(weights_file, min_size=MIN_SIZE, max_size=2 * MIN_SIZE, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def predictor(model):
+    return model.predictor
 
 
 def read_back(path):
@@ -45,7 +52,7 @@ def read_back(path):
 
 
 @pytest.mark.parametrize("encoding,storage", zip(ENCODINGS, ["mcap", "sqlite3", "sqlite3", "mcap"]))
-def test_outputs_equal_the_predictors_results_frame_by_frame(tmp_path, params_file, predictor, storage, encoding):
+def test_outputs_equal_the_predictors_results_frame_by_frame(tmp_path, params_file, model, storage, encoding):
     frames = write_bag(tmp_path / "in", encoding, count=3, storage=storage)
     topic = COMPRESSED_TOPIC if encoding == "jpeg" else IMAGE_TOPIC
     assert main(["run", str(tmp_path / "in"), "--image-topic", topic, "--params-file", str(params_file),
@@ -59,7 +66,7 @@ def test_outputs_equal_the_predictors_results_frame_by_frame(tmp_path, params_fi
             [(frame.sec, frame.nanosec, "camera_optical") for frame in frames]
     for frame, (_, detections), (_, mask) in zip(frames, out["/sparseinst_node/detections"],
                                                  out["/sparseinst_node/instance_mask"]):
-        expected = label_instances(predictor(frame.rgb))
+        expected = label_instances(model.predictor(frame.rgb))
         assert len(expected) > 0
         assert (mask.encoding, mask.height, mask.width) == ("mono16", *frame.rgb.shape[:2])
         np.testing.assert_array_equal(np.frombuffer(mask.data.tobytes(), np.uint16).reshape(mask.height, mask.width),
@@ -72,6 +79,10 @@ def test_outputs_equal_the_predictors_results_frame_by_frame(tmp_path, params_fi
         assert [(d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y)
                 for d in detections.detections] == [box_center_size(box) for box in expected.boxes]
     assert connections["/sparseinst_node/detections"].msgtype == "vision_msgs/msg/Detection2DArray"
+    (node_output,) = FrameProcessor(model)([numpy_to_image(frames[-1].rgb, "rgb8")], overlay=True)
+    overlay = out["/sparseinst_node/overlay"][-1][1]                 # drawn by the writer thread
+    np.testing.assert_array_equal(np.asarray(overlay.data).reshape(overlay.height, overlay.width, 3),
+                                  image_to_numpy(node_output.messages["overlay"]))
 
 
 def test_connections_carry_the_definitions_and_type_hashes_of_the_messages_rclpy_publishes(ros, tmp_path,

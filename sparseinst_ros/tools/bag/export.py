@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def export_recording(reader: Reader, bag: Path, topic: ImageTopic, output: SafeO
                      progress: bool | None = None) -> Summary:
     """Export every `every`-th frame of `topic` (at most `max_frames`; 0: no limit) to the folder `output`."""
     processor = FrameProcessor(model, class_filter(values, model), values["max_instances"]) if prelabel else None
-    summary = Summary("export", topic.name, done_label="exported", output=str(output.path))
+    summary = Summary("export", topic.name, done_label="exported", output=str(output.path),
+                      instances=Counter() if prelabel else None)
     images, annotations = [], []
     started = time.monotonic()
     with output as folder, tqdm(total=topic.count, unit="frame", desc="export", dynamic_ncols=True,

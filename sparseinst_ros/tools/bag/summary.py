@@ -35,7 +35,7 @@ class Summary:
     read: int = 0
     done: int = 0
     failed: list[FailedFrame] = field(default_factory=list)
-    instances: Counter = field(default_factory=Counter)          # class name -> instances
+    instances: Counter | None = field(default_factory=Counter)   # class name -> instances; None: not inferred
     stage_seconds: Counter = field(default_factory=Counter)      # stage -> seconds over all frames
     elapsed_seconds: float = 0.0
     output: str = ""
@@ -52,7 +52,7 @@ class Summary:
         rate = self.done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
         lines = [f"{self.command}: {self.done} of {self.read} frames of {self.topic} {self.done_label} in "
                  f"{self.elapsed_seconds:.1f} s ({rate:.2f} frames/s)" + (f" -> {self.output}" if self.output else "")]
-        if self.done:
+        if self.done and self.instances is not None:
             counts = ", ".join(f"{name} {count}" for name, count in sorted(self.instances.items()))
             lines.append(f"  instances: {counts or 'none'} ({sum(self.instances.values())} in all)")
         if self.stage_seconds and self.read:

@@ -68,13 +68,14 @@ class WriterThread:
         self._batches: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._stopping = False
-        self.seconds = 0.0                           # spent serialising and writing
+        self.seconds = 0.0                           # spent making, serialising and writing messages
         self._thread = threading.Thread(target=self._run, name="bag_writer", daemon=True)
         self._thread.start()
 
     def put(self, timestamp: int, messages: list[tuple[str, object]], recorded: list[tuple[str, RecordedMessage]]):
         """Queue rclpy `messages` and `recorded` messages (copied as recorded), (topic, message) pairs, to be
-        written at bag time `timestamp`."""
+        written at bag time `timestamp`. A message may be given as a function that makes it, called in the
+        thread (work that needs no model, overlapping the next inference)."""
         self._raise_error()
         self._batches.put((timestamp, messages, recorded))
 
@@ -113,7 +114,7 @@ class WriterThread:
     def _write(self, outputs: OutputBag, timestamp: int, messages, recorded) -> None:
         start = time.monotonic()
         for topic, message in messages:
-            outputs.write(topic, message, timestamp)
+            outputs.write(topic, message() if callable(message) else message, timestamp)
         for topic, message in recorded:
             outputs.write_recorded(topic, message)
         self.seconds += time.monotonic() - start
