@@ -1,6 +1,6 @@
 """How fast `sparseinst_bag run` goes compared with the predictor alone, on the same frames in the same run.
 
-    python -m sparseinst_ros.tools.bag.benchmark [--frames 8] [--rounds 12] [--size 640x480] [--encoding rgb8]
+    python -m sparseinst_ros.tools.bag.benchmark [--frames 30] [--rounds 6] [--size 640x480] [--encoding rgb8]
         [--params-file YAML] [--weights W] [--device cpu]        (make bench-bag)
 
 Writes a recording of generated scenes, then alternates, round after round, the predictor alone on the
@@ -48,8 +48,8 @@ def write_recording(path: Path, frames: int, height: int, width: int, encoding: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8, help="frames per round")
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--frames", type=int, default=30, help="frames per round")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the generated frames")
     parser.add_argument("--encoding", choices=("rgb8", "jpeg"), default="rgb8")
     parser.add_argument("--params-file", type=Path)

@@ -2,8 +2,8 @@
 the recorded messages in recording order.
 
 Messages are deserialised by rclpy from their recorded CDR bytes, so the pipeline gets exactly the messages
-the node would have received (measured against rosbags' own deserialiser: both about 1-2 ms for a 640x480
-image, rclpy's without a conversion afterwards).
+the node would have received (0.4-0.7 ms for a 640x480 image; rosbags' deserialiser and a conversion to the
+rclpy message take 0.5-0.9 ms).
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ detections and overlay of a live frame. Its output messages (header: the input's
 node's topic names, /sparseinst_node/<output>, at the input's bag timestamp; a camera_info recorded beside
 the image topic goes out as /sparseinst_node/camera_info, as the node republishes it. Whatever outputs
 `FrameProcessor` returns are written, so outputs added to it appear here under their names. The overlay
-(with `publish_overlay`) is drawn with the node's drawing, but in the writer thread: on a CPU it costs a
-fifth of a small model's inference, and drawn there it overlaps the next frame's. A frame that fails to
-decode is skipped, counted and named in the summary.
+(with `publish_overlay`) is drawn with the node's drawing, but in the writer thread: on a CPU it costs about
+a quarter of a small model's inference, and drawn there it overlaps the next frame's where a core is free.
+A frame that fails to decode is skipped, counted and named in the summary.
 """
 from __future__ import annotations
 
