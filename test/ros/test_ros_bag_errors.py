@@ -52,7 +52,8 @@ def break_third_frame_record(bag):
     """Give the MCAP record of the third frame an impossible length: the bag opens, reading it fails."""
     path = storage_file(bag)
     data = bytearray(path.read_bytes())
-    log_time = data.find(struct.pack("<Q", START_NS + 2 * FRAME_PERIOD_NS))
+    timestamp = START_NS + 2 * FRAME_PERIOD_NS
+    log_time = data.find(struct.pack("<QQ", timestamp, timestamp))      # log and publish time of the message
     record = log_time - 15                    # opcode, u64 length, u16 channel, u32 sequence, then log time
     assert data[record] == 0x05               # a Message record
     data[record + 1:record + 9] = struct.pack("<Q", 2**40)
@@ -66,7 +67,7 @@ def break_third_frame_record(bag):
 ])
 def test_a_damaged_bag_fails_with_status_1_and_writes_nothing(tmp_path, params_file, capsys, damage, storage,
                                                               message):
-    write_bag(tmp_path / "in", "rgb8", count=3, storage=storage)
+    write_bag(tmp_path / "in", "rgb8", count=3, storage=storage, camera_info=False)   # damage met while writing
     damage(tmp_path / "in")
     assert run(tmp_path / "in", params_file, "--output", str(tmp_path / "out")) == 1
     assert message in capsys.readouterr().err
