@@ -7,7 +7,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 # rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
 export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
-.PHONY: install demo demo-offline test bench bench-train bench-node bench-gpu clean
+.PHONY: install demo demo-offline test bench bench-train bench-node bench-gpu bench-bag clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-gpu:
 		--no-cache-dir --upgrade --target /tmp/site .whl/*.whl; fi
 	PYTHONPATH=/tmp/site$${PYTHONPATH:+:$$PYTHONPATH} PYTHONUNBUFFERED=1 \
 		$(GPU_PYTHON) -m sparseinst_core.tools.benchmark_gpu --output-dir $(BENCH_GPU_OUTPUT)
+
+bench-bag: install
+	@mkdir -p outputs
+	$(PY) -m sparseinst_ros.tools.bag.benchmark --device cpu 2>&1 | tee outputs/benchmark_bag.log
 
 clean:
 	rm -rf build outputs .pytest_cache

@@ -27,7 +27,7 @@ setup(
     ],
     install_requires=[
         "torch", "torchvision", "numpy", "pillow", "opencv-python-headless", "scipy", "pycocotools",
-        "safetensors", "tqdm", "pyyaml",
+        "safetensors", "tqdm", "pyyaml", "rosbags",
     ],
     extras_require={
         "export": ["onnx", "onnxruntime"],
@@ -42,6 +42,7 @@ setup(
             "sparseinst_lifecycle_node = sparseinst_ros.lifecycle_node:main",
             "image_source = sparseinst_ros.tools.image_source:main",
             "sparseinst_demo_client = sparseinst_ros.tools.demo_client:main",
+            "sparseinst_bag = sparseinst_ros.tools.bag.cli:main",
             "sparseinst-export = sparseinst_core.tools.export:main",
             "sparseinst-demo = sparseinst_core.tools.demo:main",
         ],

@@ -13,6 +13,7 @@ import numpy as np
 from sparseinst_core.inference import Instances, visualize
 from sparseinst_core.inference.label_image import InstanceLabels
 
+
 def resolve_class_filter(classes: Sequence[str], class_names: Sequence[str]) -> frozenset[int] | None:
     """Class filter entries (names or integer ids, as strings) -> allowed class ids; empty -> None (all)."""
     allowed = set()

@@ -4,7 +4,8 @@ No ROS here: the node submits messages, the loop hands them to `process` in its 
 what happened to each frame. Which frames wait is a policy object:
 - `LatestFrame` (the node's): at most one pending frame, a newer one replaces it (counted as dropped),
   so a result is never older than one inference plus one frame period;
-- `FrameQueue`: every frame in arrival order from a bounded queue; when full the oldest is dropped.
+- `FrameQueue` (the node's with `drop_frames: false`, for replaying recordings): every frame in arrival
+  order from a bounded queue; when full the oldest is dropped.
 A frame is whatever the caller submits (an image message, or a colour image paired with its depth).
 `process` receives the frames of one cycle as a list, so a policy that gathers the latest frame of
 several cameras can hand them over as one batch.
@@ -66,6 +67,11 @@ class FrameQueue:
 
     def __len__(self) -> int:
         return len(self._frames)
+
+
+def pending_frames(drop_frames: bool, queue_size: int) -> LatestFrame | FrameQueue:
+    """The policy the node's parameters name: the latest frame only, or every frame from a queue of `queue_size`."""
+    return LatestFrame() if drop_frames else FrameQueue(queue_size)
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,13 @@ class FrameLoop:
             self._generation += 1
         self._worker = threading.Thread(target=self._run, args=(self._generation,), name=self._name, daemon=True)
         self._worker.start()
+
+    def use_pending(self, pending: LatestFrame | FrameQueue) -> None:
+        """Change the policy while stopped (a lifecycle node takes the parameters of each activation)."""
+        with self._condition:
+            if self._worker is not None:
+                raise RuntimeError("the pending-frames policy changes only while the frame loop is stopped")
+            self._pending = pending
 
     def stop(self, timeout: float = 30.0) -> None:
         """Discard the pending frames and wait (up to `timeout` s) for the worker to finish its current cycle."""

@@ -2,19 +2,20 @@
 
 `SparseInstPipeline` adapts the library to ROS: it declares the parameters (`parameters`), creates the
 publishers, subscriptions, service and timer, converts messages (`conversions`, `detections`), runs the
-model in a `frame_loop.FrameLoop` on the latest frame only, and reports `health`. `SparseInstNode` (plain,
+model in a `frame_loop.FrameLoop` on the latest frame only (or, with `drop_frames: false`, on every frame from
+a bounded queue, for replayed recordings), and reports `health`. `SparseInstNode` (plain,
 everything at start-up) and `sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide
 *when* its steps run: load the model, open the outputs, open the inputs, and undo each.
 """
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,11 +29,12 @@ from .camera_info import CameraInfoPairing, camera_info_topic
 from .conversions import ImageConversionError, check_message
 from .detections import resolve_class_filter
 from .failures import StartUpError, failure_report, model_load_failure
-from .frame_loop import FrameLoop, ProcessTiming
+from .frame_loop import FrameLoop, ProcessTiming, pending_frames
 from .frame_processor import FrameProcessor
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
 from .memory import release_free_memory
-from .parameters import INPUT_QOS, PARAMETERS, change_error, declare_parameters, loader_arguments
+from .parameters import (INPUT_QOS, NODE_NAME, PARAMETERS, change_error, declare_parameters, input_qos,
+                         loader_arguments)
 from .spinning import spin_until_shutdown
 from .transport import ReceiveBuffers, SequenceGapCounter
 
@@ -40,9 +42,11 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _age_ms(node: Node, stamp) -> float | None:
-    """Milliseconds from a header stamp to now on the node's clock; None for an unset stamp."""
+    """Milliseconds from a header stamp to now on the node's clock, which follows `use_sim_time` (so replayed
+    stamps age by the replay's /clock); None for an unset stamp or while sim time has not started."""
     stamp_ns = stamp.sec * 10**9 + stamp.nanosec
-    return (node.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else None
+    now_ns = node.get_clock().now().nanoseconds
+    return (now_ns - stamp_ns) / 1e6 if stamp_ns and now_ns else None
 
 
 class SparseInstPipeline:
@@ -60,7 +64,6 @@ class SparseInstPipeline:
         self._destroy_publisher = destroy_publisher
         self.model: LoadedPredictor | None = None
         self.processor: FrameProcessor | None = None
-        self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
         self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
@@ -72,6 +75,7 @@ class SparseInstPipeline:
         self.timers: list = []
         self.enable_service = None
         declare_parameters(node)
+        self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
     def param(self, name: str):
@@ -147,6 +151,7 @@ class SparseInstPipeline:
 
     def open_inputs(self) -> None:
         """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
+        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size")))
         image_topic = self.node.resolve_topic_name("image")
         self.subscriptions.append(self._subscribe_image())
         self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
@@ -154,11 +159,14 @@ class SparseInstPipeline:
             CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
         self.sequence_gaps.forget_publishers()
         self.loop.start()
-        self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report))
+        # Rates and durations are this machine's work: wall-clock periods, also under sim time (and while a replay
+        # is paused); ages (stamp to now) use the node's clock.
+        self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report,
+                                                  clock=Clock(clock_type=ClockType.STEADY_TIME)))
         self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
 
     def _subscribe_image(self):
-        qos = INPUT_QOS[self.param("input_qos")]
+        qos = input_qos(self.param("input_qos"), self.param("drop_frames"), self.param("queue_size"))
         if self.param("compressed_input"):
             # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
             topic = self.node.resolve_topic_name("image") + "/compressed"
@@ -220,7 +228,7 @@ class SparseInstPipeline:
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
-        (msg,) = frames                                      # the latest-frame policy: one frame per cycle
+        (msg,) = frames                                      # both policies hand over one frame per cycle
         overlay = self.publishers.get("overlay")
         (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
                                    overlay=overlay is not None and overlay.get_subscription_count() > 0)
@@ -258,7 +266,7 @@ class SparseInstNode(Node):
     """The plain node: loads the model and starts at construction; a weights error raises."""
 
     def __init__(self, **kwargs):
-        super().__init__("sparseinst_node", **kwargs)
+        super().__init__(NODE_NAME, **kwargs)
         self.pipeline = SparseInstPipeline(self, self.create_publisher, self.destroy_publisher)
         self.pipeline.load_model()
         self.pipeline.open_outputs()
@@ -277,7 +285,7 @@ def run(node_factory) -> int:
         node = node_factory()
     except Exception as error:
         line, trace = failure_report("start-up failed", error)
-        logger = rclpy.logging.get_logger("sparseinst_node")
+        logger = rclpy.logging.get_logger(NODE_NAME)
         logger.fatal(line)
         logger.debug(trace)
         rclpy.try_shutdown()

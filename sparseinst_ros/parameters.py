@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from sparseinst_core.inference.defaults import (BACKENDS, DEVICES, MASK_THRESHOLD, MAX_INSTANCES, PRECISIONS,
                                                 SCORE_THRESHOLD)
@@ -21,6 +21,7 @@ from sparseinst_core.inference.loader import DEMO_WEIGHTS
 
 from .conversions import MAX_INPUT_PIXELS
 
+NODE_NAME = "sparseinst_node"     # the outputs are ~/<name>: /sparseinst_node/detections, ...
 AUTO_PRESET = "auto"
 INPUT_QOS = {
     "sensor_data": qos_profile_sensor_data,    # best effort, keep last 5
@@ -29,6 +30,7 @@ INPUT_QOS = {
 
 _STRING, _DOUBLE = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE
 _INTEGER, _BOOL = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_BOOL
+_TYPE_NAMES = {_STRING: "string", _DOUBLE: "double", _INTEGER: "integer", _BOOL: "bool"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                       "refused before decoding", _INTEGER, range=(1, 2**31 - 1)),
     "input_qos": ParameterSpec("sensor_data", "QoS of the image and camera_info subscriptions", _STRING,
                                choices=tuple(INPUT_QOS)),
+    "drop_frames": ParameterSpec(True, "process the latest frame only (live cameras: results never lag); false: "
+                                 "every frame in arrival order from a queue of queue_size (replaying a recording)",
+                                 _BOOL),
+    "queue_size": ParameterSpec(30, "frames waiting for the model with drop_frames false; when full the oldest is "
+                                "dropped (counted in /diagnostics)", _INTEGER, range=(1, 10000)),
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics reports", _DOUBLE, range=(0.05, 60.0)),
     "input_timeout": ParameterSpec(5.0, "warn when no image arrived for this many seconds while the topic has "
                                    "publishers", _DOUBLE, range=(0.5, 3600.0)),
@@ -110,12 +117,26 @@ def class_filter_error(parameter: Parameter) -> str | None:
             f"{parameter.type_.name.lower()} {parameter.value!r}")
 
 
+def value_error(parameter: Parameter) -> str | None:
+    """Why a value does not fit its parameter's type and range (what rclpy refuses when the node declares it,
+    checked here for the offline tools that read the node's parameters file); None when it fits."""
+    spec = PARAMETERS[parameter.name]
+    if parameter.name == "classes":
+        return class_filter_error(parameter)
+    if parameter.type_.value != spec.type:
+        return (f"parameter {parameter.name!r} must be of type {_TYPE_NAMES[spec.type]}, got "
+                f"{parameter.type_.name.lower()} {parameter.value!r}")
+    if spec.range and not spec.range[0] <= parameter.value <= spec.range[1]:
+        return f"parameter {parameter.name!r} is {parameter.value!r}; expected {spec.range[0]}..{spec.range[1]}"
+    return None
+
+
 def start_up_error(parameters: Iterable[Parameter]) -> str | None:
     """Why the declared values cannot start the node; None when they can."""
     for parameter in parameters:
         choices = PARAMETERS[parameter.name].choices
-        if parameter.name == "classes" and class_filter_error(parameter):
-            return class_filter_error(parameter)
+        if value_error(parameter):
+            return value_error(parameter)
         if choices and parameter.value not in choices:
             return f"parameter {parameter.name!r} is {parameter.value!r}; expected one of {', '.join(choices)}"
     return None
@@ -150,6 +171,16 @@ def change_error(parameters: Iterable[Parameter], model_loaded: bool) -> str | N
         if choices and parameter.value not in choices:
             return f"{name} must be one of {', '.join(choices)}, got {parameter.value!r}"
     return None
+
+
+def input_qos(name: str, drop_frames: bool, queue_size: int) -> QoSProfile:
+    """The QoS of the image subscription: the profile `name`; when every frame counts (`drop_frames` false),
+    its history holds `queue_size` samples, as many as the frame queue."""
+    profile = INPUT_QOS[name]
+    if drop_frames:
+        return profile
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(profile.depth, queue_size),
+                      reliability=profile.reliability, durability=profile.durability)
 
 
 def loader_arguments(values: Mapping[str, object]) -> dict:

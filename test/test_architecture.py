@@ -55,6 +55,8 @@ def layer_of(module: str) -> str:
         return f"core.{parts[1]}"
     if len(parts) > 1 and parts[1] == "tools":
         return "ros.tools"
+    if parts[1:] == ["bag"]:           # the shim of `python -m sparseinst_ros.bag`: it launches a tool
+        return "ros.tools"
     return "ros"
 
 
