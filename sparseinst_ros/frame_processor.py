@@ -12,6 +12,7 @@ markers; a depth frame that cannot be used leaves the frame its 2D outputs and s
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from sparseinst_core.scene import FrameGeometry, GeometryOptions, instances_3d
 from .conversions import compressed_to_rgb, image_to_rgb, numpy_to_image
 from .depth_input import DepthProblem, PairedDepth, registered_depth
 from .detections import draw_overlay, to_detection_array
-from .instance_tracking import InstanceTracking, instance_masks
+from .instance_tracking import InstanceTracking, TrackingSettings, instance_masks
 from .outputs_3d import detections_3d_message, markers_message, points_message
 
 
@@ -132,3 +133,13 @@ class FrameProcessor:
                                                        geometry.instances, names),
                 "points": points_message(header, ids, geometry.instances),
                 "markers": markers_message(header, ids, class_ids, geometry.instances, names)}
+
+
+def processor_from_parameters(model: LoadedPredictor, allowed_classes: frozenset[int] | None,
+                              values: Mapping[str, object], every_frame_processed: bool) -> FrameProcessor:
+    """The `FrameProcessor` the node's parameter values describe (max_instances, tracking, track_min_hits,
+    track_max_age, max_points_per_instance); `every_frame_processed`: see `InstanceTracking`."""
+    tracking = InstanceTracking(TrackingSettings(values["track_min_hits"], values["track_max_age"]),
+                                every_frame_processed) if values["tracking"] else None
+    return FrameProcessor(model, allowed_classes, values["max_instances"], tracking,
+                          GeometryOptions(max_points_per_instance=values["max_points_per_instance"]))

@@ -21,7 +21,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from sparseinst_core.inference import LoadedPredictor, load_predictor
-from sparseinst_core.scene import GeometryOptions
 
 from . import spinning
 from .camera_info import CameraInfoPairing, camera_info_topic
@@ -30,8 +29,7 @@ from .depth_stream import DepthStream
 from .detections import resolve_class_filter
 from .failures import StartUpError, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming, pending_frames
-from .frame_processor import FrameProcessor
-from .instance_tracking import InstanceTracking, TrackingSettings
+from .frame_processor import FrameProcessor, processor_from_parameters
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
 from .memory import release_free_memory
 from .node_outputs import NodeOutputs
@@ -103,14 +101,15 @@ class SparseInstPipeline:
         return SetParametersResult(successful=True)
 
     def publish_label_info(self) -> None:
-        if self.model is not None:
+        if self.model is not None and self.publishers:                 # loaded, outputs open
             self.publishers.publish_label_info(self.model.class_names, self.processor.allowed_classes,
                                                self.model.predictor.score_threshold)
 
     # ------------------------------------------------------------------------------------------ life cycle
     def load_model(self) -> None:
         """Load the weights named by the parameters; a `StartUpError` names the file or parameter and the cause."""
-        arguments = loader_arguments({name: self.param(name) for name in PARAMETERS})
+        values = {name: self.param(name) for name in PARAMETERS}
+        arguments = loader_arguments(values)
         try:
             model = load_predictor(**arguments)
         except Exception as error:   # a broken or hostile file makes loading raise anything
@@ -120,10 +119,7 @@ class SparseInstPipeline:
             allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
         except ValueError as error:
             raise StartUpError(f"parameter 'classes': {error}") from None
-        tracking = InstanceTracking(TrackingSettings(self.param("track_min_hits"), self.param("track_max_age")),
-                                    every_frame_processed=False) if self.param("tracking") else None
-        self.processor = FrameProcessor(model, allowed_classes, self.param("max_instances"), tracking,
-                                        GeometryOptions(max_points_per_instance=self.param("max_points_per_instance")))
+        self.processor = processor_from_parameters(model, allowed_classes, values, every_frame_processed=False)
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
                          f"{len(model.class_names)} classes")

@@ -1,9 +1,9 @@
 """`sparseinst_bag run`: every frame of an image topic through the node's pipeline, the outputs into a new bag.
 
 Frames go one by one, in recording order, through the node's `FrameProcessor` with the node's parameters
-(thresholds, class filter, max_instances, publish_overlay): the decoding, predictor call, label image,
-detections and overlay of a live frame. Its output messages (header: the input's) are written under the
-node's topic names, /sparseinst_node/<output>, at the input's bag timestamp; a camera_info recorded beside
+(thresholds, class filter, max_instances, publish_overlay, tracking): the decoding, predictor call, label
+image, track ids, detections and overlay of a live frame. Its output messages (header: the input's) are written
+under the node's topic names, /sparseinst_node/<output>, at the input's bag timestamp; a camera_info recorded beside
 the image topic goes out as /sparseinst_node/camera_info, as the node republishes it. Whatever outputs
 `FrameProcessor` returns are written, so outputs added to it appear here under their names. The overlay
 (with `publish_overlay`) is drawn with the node's drawing, but in the writer thread: on a CPU it costs about
@@ -23,7 +23,7 @@ from sparseinst_core.inference import LoadedPredictor
 
 from ...conversions import ImageConversionError, numpy_to_image
 from ...detections import InstanceLabels, draw_overlay
-from ...frame_processor import FrameProcessor, decode
+from ...frame_processor import decode, processor_from_parameters
 from ...parameters import NODE_NAME
 from .errors import Failure
 from .node_parameters import class_filter
@@ -46,7 +46,7 @@ def run_recording(reader: Reader, bag: Path, topic: ImageTopic, output: SafeOutp
     """Process every frame of `topic` and write the outputs bag at `output`; `progress` None: a progress bar
     on a terminal. Raises `Failure` when no frame could be decoded (nothing is written then)."""
     camera_info = RecordedCameraInfo.read(reader, topic.camera_info_topic, bag)
-    processor = FrameProcessor(model, class_filter(values, model), values["max_instances"])
+    processor = processor_from_parameters(model, class_filter(values, model), values, every_frame_processed=True)
     overlay = bool(values["publish_overlay"])
     summary = Summary("run", topic.name, output=str(output.path))
     summary.stage_seconds.update(dict.fromkeys(STAGES, 0.0))
