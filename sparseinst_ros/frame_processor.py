@@ -94,12 +94,11 @@ class FrameProcessor:
         for index, (msg, rgb, result, camera_info) in enumerate(zip(msgs, images, results, camera_infos)):
             header = msg.header
             instances = label_instances(result, max_instances=self.max_instances)
-            masks = instance_masks(instances) if self.tracking or depths is not None else None
+            masks = instance_masks(instances) if self.tracking is not None or depths is not None else None
             geometry, problem = None, None
             if depths is not None:
                 try:
-                    depth = registered_depth(msg, camera_info, depths[index], rgb.shape[:2])
-                    geometry = instances_3d(masks, depth.metres, depth.depth_camera, depth.colour_camera, self.geometry)
+                    geometry = self._geometry(msg, rgb.shape[:2], camera_info, depths[index], masks)
                 except DepthProblem as error:
                     problem = error
             if self.tracking is not None:
@@ -123,6 +122,12 @@ class FrameProcessor:
         for output in outputs:
             output.timings_ms = timings
         return outputs
+
+    def _geometry(self, msg, image_size: tuple[int, int], camera_info: CameraInfo | None, depth: PairedDepth | None,
+                  masks: list) -> FrameGeometry:
+        """The 3D of the instances `masks` of the frame `msg`; DepthProblem when its depth cannot be used."""
+        registered = registered_depth(msg, camera_info, depth, image_size)
+        return instances_3d(masks, registered.metres, registered.depth_camera, registered.colour_camera, self.geometry)
 
     def _messages_3d(self, colour_header, frame_id: str, instances: InstanceLabels, geometry: FrameGeometry) -> dict:
         """detections_3d, points and markers: the colour image's stamp, the depth image's frame_id."""
