@@ -11,6 +11,7 @@ ROS-free: stamps are seconds; the caller names the stream (the node: the image's
 """
 from __future__ import annotations
 
+import statistics
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -52,7 +53,7 @@ class FrameInterval:
     def seconds(self) -> float | None:
         """The median interval; None before two distinct stamps."""
         with self._lock:
-            return float(np.median(self._intervals)) if self._intervals else None
+            return statistics.median(self._intervals) if self._intervals else None
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ class StreamTracker:
         max_age = self.settings.track_max_age * camera_interval
         processed_interval = self.processed.seconds() or camera_interval
         tentative = min(max(TrackerConfig.tentative_max_age, TENTATIVE_INTERVALS * processed_interval), max_age)
-        return replace(self.tracker.config, track_max_age=max_age, tentative_max_age=tentative)
+        current = self.tracker.config
+        if (current.track_max_age, current.tentative_max_age) == (max_age, tentative):
+            return current
+        return replace(current, track_max_age=max_age, tentative_max_age=tentative)
 
     def assign(self, stamp: float, instances: InstanceLabels, masks: list[InstanceMask] | None = None,
                centroids: list[np.ndarray | None] | None = None) -> tuple[InstanceLabels, np.ndarray]:
