@@ -7,7 +7,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from sparseinst_core.inference.label_image import label_instances
 from sparseinst_ros.conversions import numpy_to_image
-from sparseinst_ros.depth_input import PairedDepth, DepthProblem, registered_depth
+from sparseinst_ros.depth_input import DepthProblem, PairedDepth, registered_depth
 from sparseinst_ros.depth_pairing import DepthPairing
 from sparseinst_ros.instance_tracking import FrameInterval, InstanceTracking, StreamTracker, TrackingSettings
 
