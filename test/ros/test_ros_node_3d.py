@@ -17,7 +17,7 @@ from sparseinst_core.data.rgbd_sequences import RgbdSequence, RgbdSequenceConfig
 from sparseinst_ros.conversions import image_to_numpy, numpy_to_image
 from sparseinst_ros.node import SparseInstPipeline
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(600)]
 FRAMES = 6
 SEQUENCE = RgbdSequence(RgbdSequenceConfig(num_frames=FRAMES, frame_rate=15.0, num_objects=(3, 3),
                                            distinct_classes=True, colour_size=(320, 240), depth_size=(160, 120)),
@@ -73,7 +73,7 @@ class NodeUnderTest:
         self.pipeline.on_image(header_msg(numpy_to_image(colour, "rgb8"), seconds), None)
         key = round(seconds, 6)
         while not any(round(stamp, 6) == key for stamp in self.published.get("detections", {})):
-            time.sleep(0.05)                       # no time limit here: pytest's timeout guards a stuck node
+            time.sleep(0.05)                       # no time limit here: the module's pytest timeout guards a stuck node
         return {name: msg for name, by_stamp in self.published.items() for stamp, msg in by_stamp.items()
                 if round(stamp, 6) == key}
 
