@@ -4,8 +4,13 @@
     ros2 launch sparseinst_ros sparseinst.launch.py camera:=usb_cam rviz:=true
     ros2 launch sparseinst_ros sparseinst.launch.py image_topic:=/camera/image_raw \
         weights:=/models/sparseinst.pth device:=cuda
+    ros2 launch sparseinst_ros sparseinst.launch.py image_topic:=/camera/camera/color/image_raw depth:=true \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
+        depth_info_topic:=/camera/camera/aligned_depth_to_color/camera_info
 
-The launch arguments weights and device override the values of params_file.
+The launch arguments weights, device and depth override the values of params_file. With depth:=true the
+node also reads depth_topic (registered to the image: RealSense's aligned_depth_to_color with
+align_depth.enable:=true, or depth_image_proc/register) and depth_info_topic.
 node_executable:=sparseinst_lifecycle_node starts the managed node instead: it waits, unconfigured, for
 its lifecycle manager (or `ros2 lifecycle set /sparseinst_node configure`, then `activate`).
 
@@ -54,6 +59,15 @@ def generate_launch_description():
             'device', default_value='auto', choices=['auto', 'cuda', 'cpu'],
             description='inference device, overrides params_file'),
         DeclareLaunchArgument(
+            'depth', default_value='false', choices=['true', 'false'],
+            description='also read depth_topic and depth_info_topic and publish 3D outputs, overrides params_file'),
+        DeclareLaunchArgument(
+            'depth_topic', default_value='depth/image',
+            description='depth image registered to image_topic (16UC1 millimetres or 32FC1 metres)'),
+        DeclareLaunchArgument(
+            'depth_info_topic', default_value='depth/camera_info',
+            description='camera_info of depth_topic'),
+        DeclareLaunchArgument(
             'node_executable', default_value='sparseinst_node',
             choices=['sparseinst_node', 'sparseinst_lifecycle_node'],
             description='the plain node (starts at once) or the managed one (waits for configure/activate)'),
@@ -79,11 +93,13 @@ def generate_launch_description():
             emulate_tty=True,
             parameters=[
                 LaunchConfiguration('params_file'),
-                {'weights': LaunchConfiguration('weights'), 'device': LaunchConfiguration('device')},
+                {'weights': LaunchConfiguration('weights'), 'device': LaunchConfiguration('device'),
+                 'depth': LaunchConfiguration('depth')},
             ],
             # The node reads image_topic/compressed with compressed input (image_transport's naming), and
             # the camera_info beside image_topic (/cam/image_raw -> /cam/camera_info).
-            remappings=[('image', image_topic)],
+            remappings=[('image', image_topic), ('depth/image', LaunchConfiguration('depth_topic')),
+                        ('depth/camera_info', LaunchConfiguration('depth_info_topic'))],
         ),
         Node(
             package='usb_cam',

@@ -103,6 +103,9 @@ class StatisticsSnapshot:
     overhead_ms: list[float]                  # processing time besides the model
     last_received: float | None               # time.monotonic() of the latest arrival
     size_changes: int = 0                     # processed frames whose size differed from the previous one's
+    depth_problems: dict[str, int] = field(default_factory=dict)   # cause -> frames without 3D, since start-up
+    instances_without_3d: int = 0             # too few valid depth points, since start-up
+    period_depth_problems: int = 0
 
     @property
     def transport_loss_fraction(self) -> float:
@@ -132,6 +135,8 @@ class Statistics:
         # received, processed, dropped, ignored_paused, lost_in_transport, size_changes
         self._totals: Counter = Counter()
         self._bad_inputs: Counter = Counter()
+        self._depth_problems: Counter = Counter()
+        self._period_depth_problems = 0
         self._last_received: float | None = None
         self._period = _Period(clock())
 
@@ -164,6 +169,18 @@ class Statistics:
             self._totals["size_changes"] += 1
             return self._totals["size_changes"]
 
+    def count_depth_problem(self, cause: str) -> int:
+        """A frame that got no 3D (its 2D went out); returns how many frames had this cause so far."""
+        with self._lock:
+            self._depth_problems[cause] += 1
+            self._period_depth_problems += 1
+            return self._depth_problems[cause]
+
+    def count_without_3d(self, instances: int) -> None:
+        """Instances published in 2D only: too few valid depth points."""
+        with self._lock:
+            self._totals["instances_without_3d"] += instances
+
     def count_dropped(self) -> None:
         with self._lock:
             self._totals["dropped"] += 1
@@ -183,6 +200,7 @@ class Statistics:
         now = self._clock()
         with self._lock:
             period, self._period = self._period, _Period(now)
+            period_depth_problems, self._period_depth_problems = self._period_depth_problems, 0
             totals = self._totals
             return StatisticsSnapshot(
                 period_s=max(now - period.start, 1e-6), received=totals["received"], processed=totals["processed"],
@@ -191,7 +209,9 @@ class Statistics:
                 period_received=period.received, period_processed=period.processed, period_bad=period.bad,
                 period_lost=period.lost, input_latency_ms=period.input_latency_ms, inference_ms=period.inference_ms,
                 end_to_end_ms=period.end_to_end_ms, overhead_ms=period.overhead_ms,
-                last_received=self._last_received, size_changes=totals["size_changes"])
+                last_received=self._last_received, size_changes=totals["size_changes"],
+                depth_problems=dict(self._depth_problems), instances_without_3d=totals["instances_without_3d"],
+                period_depth_problems=period_depth_problems)
 
 
 class FrameLoop:

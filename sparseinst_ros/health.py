@@ -42,6 +42,9 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
                                                  f"last {period:.1f} s")
     elif input_silent:
         level, message = DiagnosticStatus.WARN, f"no images received on {image_topic}"
+    elif stats.period_depth_problems:
+        level, message = DiagnosticStatus.WARN, (f"{stats.period_depth_problems} frame(s) without 3D (depth "
+                                                 f"problem) in the last {period:.1f} s")
     values = {
         "input rate (Hz)": f"{stats.period_received / period:.2f}",
         "output rate (Hz)": f"{stats.period_processed / period:.2f}",
@@ -59,6 +62,8 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
         "bad input frames": str(sum(stats.bad_inputs.values())),
         **{f"bad input: {cause}": str(count) for cause, count in sorted(stats.bad_inputs.items())},
         "image size changes": str(stats.size_changes),
+        **{f"depth problem: {cause}": str(count) for cause, count in sorted(stats.depth_problems.items())},
+        "instances without 3D": str(stats.instances_without_3d),
         "enabled": str(enabled).lower(),
         "device": device,
         "precision": precision,
@@ -129,6 +134,7 @@ class Troubleshooting:
         self._large_images_checked = False
         self._last_sample_bytes = 0
         self._camera_info_checked = False
+        self._depth_causes_said: set[str] = set()
 
     def open(self, image_topic: str, input_qos: str, input_timeout: float) -> None:
         self.image_topic, self._input_qos, self._input_timeout = image_topic, input_qos, input_timeout
@@ -154,6 +160,13 @@ class Troubleshooting:
     def bad_input(self, cause: str, message: str, count: int) -> None:
         """A frame was skipped: `count` frames so far had this cause."""
         self.warn_throttled(cause, f"skipped a frame [{cause}]: {message}", count)
+
+    def depth_problem(self, cause: str, message: str) -> None:
+        """A frame got no 3D (its 2D was published): said once per cause (/diagnostics counts them)."""
+        if cause not in self._depth_causes_said:
+            self._depth_causes_said.add(cause)
+            self.logger.warning(f"no 3D for a frame [{cause}]: {message} (said once; /diagnostics counts "
+                                f"'depth problem: {cause}')")
 
     def size_changed(self, message: str, count: int) -> None:
         """The image size changed (`count` times so far); the frame was processed: said at info level."""

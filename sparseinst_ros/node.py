@@ -11,34 +11,31 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Detection2DArray
 
 from sparseinst_core.inference import LoadedPredictor, load_predictor
 
+from . import spinning
 from .camera_info import CameraInfoPairing, camera_info_topic
 from .conversions import ImageConversionError, check_message
+from .depth_stream import DepthStream
 from .detections import resolve_class_filter
-from .failures import StartUpError, failure_report, model_load_failure
+from .failures import StartUpError, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming, pending_frames
-from .frame_processor import FrameProcessor
+from .frame_processor import FrameProcessor, processor_from_parameters
 from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
 from .memory import release_free_memory
+from .node_outputs import NodeOutputs
 from .parameters import (INPUT_QOS, NODE_NAME, PARAMETERS, change_error, declare_parameters, input_qos,
                          loader_arguments)
-from .spinning import spin_until_shutdown
 from .transport import ReceiveBuffers, SequenceGapCounter
-
-OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _age_ms(node: Node, stamp) -> float | None:
@@ -60,8 +57,6 @@ class SparseInstPipeline:
     def __init__(self, node: Node, create_publisher, destroy_publisher):
         self.node = node
         self.logger = node.get_logger()
-        self._create_publisher = create_publisher
-        self._destroy_publisher = destroy_publisher
         self.model: LoadedPredictor | None = None
         self.processor: FrameProcessor | None = None
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
@@ -70,7 +65,8 @@ class SparseInstPipeline:
         self.receive_buffers = ReceiveBuffers()
         self.heap_to_trim = False
         self.sizes = SizeChanges()
-        self.publishers: dict[str, object] = {}
+        self.publishers = NodeOutputs(node, create_publisher, destroy_publisher)
+        self.depth: DepthStream | None = None
         self.subscriptions: list = []
         self.timers: list = []
         self.enable_service = None
@@ -100,12 +96,20 @@ class SparseInstPipeline:
             for name in ("score_threshold", "mask_threshold"):
                 if name in changes:
                     setattr(self.model.predictor, name, float(changes[name]))
+            if {"classes", "score_threshold"} & set(changes):
+                self.publish_label_info()
         return SetParametersResult(successful=True)
+
+    def publish_label_info(self) -> None:
+        if self.model is not None and self.publishers:                 # loaded, outputs open
+            self.publishers.publish_label_info(self.model.class_names, self.processor.allowed_classes,
+                                               self.model.predictor.score_threshold)
 
     # ------------------------------------------------------------------------------------------ life cycle
     def load_model(self) -> None:
         """Load the weights named by the parameters; a `StartUpError` names the file or parameter and the cause."""
-        arguments = loader_arguments({name: self.param(name) for name in PARAMETERS})
+        values = {name: self.param(name) for name in PARAMETERS}
+        arguments = loader_arguments(values)
         try:
             model = load_predictor(**arguments)
         except Exception as error:   # a broken or hostile file makes loading raise anything
@@ -115,7 +119,7 @@ class SparseInstPipeline:
             allowed_classes = resolve_class_filter(self.param("classes") or [], model.class_names)
         except ValueError as error:
             raise StartUpError(f"parameter 'classes': {error}") from None
-        self.processor = FrameProcessor(model, allowed_classes, self.param("max_instances"))
+        self.processor = processor_from_parameters(model, allowed_classes, values, every_frame_processed=False)
         self.model = model
         self.logger.info(f"loaded {model.description} on {model.predictor.device} ({model.predictor.precision}), "
                          f"{len(model.class_names)} classes")
@@ -130,21 +134,12 @@ class SparseInstPipeline:
         self.logger.info("unloaded the model")
 
     def open_outputs(self) -> None:
-        create = self._create_publisher
-        self.publishers = {
-            "detections": create(Detection2DArray, "~/detections", OUTPUT_QOS),
-            "instance_mask": create(Image, "~/instance_mask", OUTPUT_QOS),
-            "camera_info": create(CameraInfo, "~/camera_info", OUTPUT_QOS),
-            "diagnostics": create(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
-        }
-        if self.param("publish_overlay"):
-            self.publishers["overlay"] = create(Image, "~/overlay", OUTPUT_QOS)
+        self.publishers.open(overlay=self.param("publish_overlay"), depth=self.param("depth"))
+        self.publish_label_info()
         self.enable_service = self.node.create_service(SetBool, "~/enable", self.on_enable)
 
     def close_outputs(self) -> None:
-        for publisher in self.publishers.values():
-            self._destroy_publisher(publisher)
-        self.publishers = {}
+        self.publishers.close()
         if self.enable_service is not None:
             self.node.destroy_service(self.enable_service)
             self.enable_service = None
@@ -157,6 +152,9 @@ class SparseInstPipeline:
         self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
         self.subscriptions.append(self.node.create_subscription(
             CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
+        self.depth = DepthStream(self.param("depth_slop")) if self.param("depth") else None
+        if self.depth is not None:
+            self.subscriptions += self.depth.subscribe(self.node, INPUT_QOS[self.param("input_qos")])
         self.sequence_gaps.forget_publishers()
         self.loop.start()
         # Rates and durations are this machine's work: wall-clock periods, also under sim time (and while a replay
@@ -201,6 +199,9 @@ class SparseInstPipeline:
             return
         self.receive_buffers.accepted(len(msg.data))
         self.hints.frame_received(len(msg.data))
+        if self.processor is not None and self.processor.tracking is not None:   # the camera's frame interval
+            stamp = msg.header.stamp
+            self.processor.tracking.arrived(msg.header.frame_id, stamp.sec + 1e-9 * stamp.nanosec)
         self.loop.submit(msg)
 
     def on_camera_info(self, msg: CameraInfo) -> None:
@@ -229,12 +230,15 @@ class SparseInstPipeline:
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
         (msg,) = frames                                      # both policies hand over one frame per cycle
-        overlay = self.publishers.get("overlay")
+        depths = None if self.depth is None else [self.depth.paired(msg.header)]
         (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
-                                   overlay=overlay is not None and overlay.get_subscription_count() > 0)
+                                   overlay=self.publishers.overlay_wanted(), depths=depths)
         self._note_size(*output.image_size)
-        for name, message in output.messages.items():
-            self.publishers[name].publish(message)
+        if output.depth_problem is not None:
+            self.loop.statistics.count_depth_problem(output.depth_problem.cause)
+            self.hints.depth_problem(output.depth_problem.cause, str(output.depth_problem))
+        self.loop.statistics.count_without_3d(output.num_without_3d)
+        self.publishers.publish(output.messages)
         return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
 
     def _on_process_error(self, error: Exception) -> None:
@@ -259,7 +263,7 @@ class SparseInstPipeline:
             model=model.description if model else "")
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.publishers["diagnostics"].publish(array_msg)
+        self.publishers.publish({"diagnostics": array_msg})
 
 
 class SparseInstNode(Node):
@@ -280,22 +284,7 @@ class SparseInstNode(Node):
 
 def run(node_factory) -> int:
     """Spin a node until shutdown; start-up errors are logged with their reason and give exit status 1."""
-    try:
-        rclpy.init(args=sys.argv)                        # parses --ros-args: a malformed one fails here
-        node = node_factory()
-    except Exception as error:
-        line, trace = failure_report("start-up failed", error)
-        logger = rclpy.logging.get_logger(NODE_NAME)
-        logger.fatal(line)
-        logger.debug(trace)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        spin_until_shutdown(node)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spinning.run(node_factory, NODE_NAME)
 
 
 def main() -> None:

@@ -95,6 +95,19 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                  _BOOL),
     "queue_size": ParameterSpec(30, "frames waiting for the model with drop_frames false; when full the oldest is "
                                 "dropped (counted in /diagnostics)", _INTEGER, range=(1, 10000)),
+    "tracking": ParameterSpec(True, "detection ids are persistent track ids (mask IoU, class, motion; 3D with depth); "
+                              "false: ids 1..N by score in each frame", _BOOL),
+    "track_min_hits": ParameterSpec(3, "observations before a track is confirmed (every instance gets its track's id "
+                                    "from the first one)", _INTEGER, range=(1, 1000)),
+    "track_max_age": ParameterSpec(30, "a track survives this many frames of the camera unseen (seconds: frames x "
+                                   "the camera's frame interval, measured on every arriving frame, so frames the "
+                                   "node skips do not shorten it)", _INTEGER, range=(1, 100000)),
+    "depth": ParameterSpec(False, "subscribe to depth/image (16UC1 mm or 32FC1 m, registered to the image) and "
+                           "depth/camera_info; publish ~/detections_3d, ~/points and ~/markers", _BOOL),
+    "depth_slop": ParameterSpec(0.05, "seconds: a depth image pairs with the colour image of the same stamp, else "
+                                "with the nearest one within this", _DOUBLE, range=(0.0, 10.0)),
+    "max_points_per_instance": ParameterSpec(2000, "points of each instance in ~/points, spread over it", _INTEGER,
+                                             range=(1, 10**7)),
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics reports", _DOUBLE, range=(0.05, 60.0)),
     "input_timeout": ParameterSpec(5.0, "warn when no image arrived for this many seconds while the topic has "
                                    "publishers", _DOUBLE, range=(0.5, 3600.0)),

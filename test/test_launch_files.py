@@ -274,14 +274,17 @@ def test_launch_starts_existing_executables_with_the_transport(launch_file, argu
 
 
 def test_launch_arguments_reach_the_node(installed_files):
-    arguments = {"image_topic": "/cam/image_raw", "weights": "/models/w.pth", "device": "cpu", "camera": "usb_cam"}
+    arguments = {"image_topic": "/cam/image_raw", "weights": "/models/w.pth", "device": "cpu", "camera": "usb_cam",
+                 "depth": "true", "depth_topic": "/cam/aligned_depth_to_color/image_raw",
+                 "depth_info_topic": "/cam/aligned_depth_to_color/camera_info"}
     run = LaunchRun(installed_files, arguments).play(load_launch_description(REPO / "launch" / "sparseinst.launch.py"))
     node, camera = run.processes
     assert node["name"] == NODE_NAME
     assert run.source_of(node["parameters"][0]) == REPO / "config" / "sparseinst.yaml"
-    assert node["parameters"][1] == {"weights": "/models/w.pth", "device": "cpu"}
-    assert ("image", "/cam/image_raw") in node["remappings"]
-    assert node["remappings"] == [("image", "/cam/image_raw")]   # image/compressed and camera_info follow it
+    assert node["parameters"][1] == {"weights": "/models/w.pth", "device": "cpu", "depth": "true"}
+    # image/compressed and camera_info follow image
+    assert node["remappings"] == [("image", "/cam/image_raw"), ("depth/image", "/cam/aligned_depth_to_color/image_raw"),
+                                  ("depth/camera_info", "/cam/aligned_depth_to_color/camera_info")]
     assert ("image_raw", "/cam/image_raw") in camera["remappings"]
 
 

@@ -3,8 +3,9 @@ saves the first few overlay images as PNG.
 
     sparseinst_demo_client --ros-args -p max_frames:=30 -p output_dir:=outputs/ros_demo
 
-Subscribes to `sparseinst_node/detections`, `sparseinst_node/instance_mask` and `sparseinst_node/overlay`
-(relative names: remap them for another node name). Exits after `max_frames` results (0: never), with
+Subscribes to `sparseinst_node/detections`, `sparseinst_node/instance_mask`, `sparseinst_node/overlay` and
+`sparseinst_node/detections_3d` (relative names: remap them for another node name); with depth it prints
+`id class x y z` (metres) per object. Exits after `max_frames` results (0: never), with
 status 1 when no result arrived within `timeout` seconds.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from sparseinst_core.data.synthetic import SYNTHETIC_CLASSES
 
@@ -40,6 +41,7 @@ class DemoClient(Node):
         self.create_subscription(Detection2DArray, "sparseinst_node/detections", self.on_detections, QOS)
         self.create_subscription(Image, "sparseinst_node/instance_mask", self.on_mask, QOS)
         self.create_subscription(Image, "sparseinst_node/overlay", self.on_overlay, QOS)
+        self.create_subscription(Detection3DArray, "sparseinst_node/detections_3d", self.on_detections_3d, QOS)
         self.overlay_topic = self.resolve_topic_name("sparseinst_node/overlay")
         self.started = time.monotonic()
         self.arrivals: list[float] = []
@@ -74,6 +76,12 @@ class DemoClient(Node):
             rate = (len(window) - 1) / max(window[-1] - window[0], 1e-9)
             print(f"       output rate {rate:.2f} Hz, median result age {np.median(self.ages_ms[-10:]):.0f} ms",
                   flush=True)
+
+    def on_detections_3d(self, msg: Detection3DArray) -> None:
+        for detection in msg.detections:
+            position = detection.results[0].pose.pose.position
+            print(f"       {detection.id} {detection.results[0].hypothesis.class_id} {position.x:.3f} "
+                  f"{position.y:.3f} {position.z:.3f}", flush=True)
 
     def on_overlay(self, msg: Image) -> None:
         if len(self.saved) >= self.save_count:

@@ -4,7 +4,9 @@
 
 Starts the three executables as separate processes (as a launch file would, see launch/demo.launch.py),
 with the product's Fast DDS profile for camera-size images and discovery kept on this host, waits until
-the client has printed and saved its frames, then stops the others.
+the client has printed and saved its frames, then stops the others. With depth (the default) the source is a
+generated RGB-D sequence (its ground truth in <output>/ground_truth.jsonl), the node runs with `depth: true`, and
+the client prints `id class x y z` per object; `--no-depth`: still scenes, 2D only.
 """
 from __future__ import annotations
 
@@ -22,15 +24,22 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="demo", help="node weights ('demo': the shipped model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds the client waits for a result")
+    parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=True,
+                        help="generated RGB-D input and the node's 3D outputs")
     args = parser.parse_args(argv)
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     camera = {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"}
-    source = RosProcess("sparseinst_ros.tools.image_source", params={"rate": args.rate, "source": "generated"},
-                        remaps=camera, log=output / "image_source.log")
-    node = RosProcess("sparseinst_ros.node", params={"weights": args.weights, "device": args.device},
-                      remaps=camera, log=output / "node.log")
+    source_params = {"rate": args.rate, "source": "generated"}
+    if args.depth:
+        camera |= {"depth/image": "/camera/depth/image_raw", "depth/camera_info": "/camera/depth/camera_info"}
+        source_params |= {"source": "generated_rgbd", "scene_count": 30,
+                          "ground_truth": str(output / "ground_truth.jsonl")}
+    source = RosProcess("sparseinst_ros.tools.image_source", params=source_params, remaps=camera,
+                        log=output / "image_source.log")
+    node = RosProcess("sparseinst_ros.node", params={"weights": args.weights, "device": args.device,
+                                                     "depth": args.depth}, remaps=camera, log=output / "node.log")
     processes = [source, node]
     try:
         client = RosProcess("sparseinst_ros.tools.demo_client",

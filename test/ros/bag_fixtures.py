@@ -98,3 +98,34 @@ def write_params_file(path: Path, weights_file: Path, **parameters) -> Path:
               **parameters}
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
     return path
+
+
+DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"
+DEPTH_INFO_TOPIC = "/camera/aligned_depth_to_color/camera_info"
+
+
+def write_rgbd_bag(path: Path, sequence) -> None:
+    """Every frame of a generated RGB-D `sequence` (`sparseinst_core.data.rgbd_sequences`): rgb8 on IMAGE_TOPIC,
+    16UC1 depth on DEPTH_TOPIC, each with its camera_info, all with the frame's stamp (depth recorded 2 ms later)."""
+    types = STORE.types
+    (width, height), (depth_width, depth_height) = sequence.config.colour_size, sequence.config.depth_size
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=STORE) for topic, msgtype in (
+            (IMAGE_TOPIC, "sensor_msgs/msg/Image"), (CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo"),
+            (DEPTH_TOPIC, "sensor_msgs/msg/Image"), (DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo"))}
+        for frame in sequence:
+            timestamp = START_NS + round(frame.stamp * 1e9)
+            sec, nanosec = divmod(timestamp, 10**9)
+            colour, _ = image_message(frame.colour, "rgb8", sec, nanosec)
+            depth = types["sensor_msgs/msg/Image"](
+                header=_header(sec, nanosec), height=depth_height, width=depth_width, encoding="16UC1",
+                is_bigendian=0, step=2 * depth_width, data=frame.depth.astype("<u2").view(np.uint8).reshape(-1))
+            for topic, message, delay, k, size in (
+                    (IMAGE_TOPIC, colour, 0, None, None), (CAMERA_INFO_TOPIC, None, 1000, sequence.colour_k,
+                                                           (height, width)),
+                    (DEPTH_TOPIC, depth, 2_000_000, None, None), (DEPTH_INFO_TOPIC, None, 2_001_000,
+                                                                  sequence.depth_k, (depth_height, depth_width))):
+                if message is None:
+                    message = camera_info_message(sec, nanosec, *size)
+                    message.k = k.reshape(-1)
+                writer.write(connections[topic], timestamp + delay, STORE.serialize_cdr(message, message.__msgtype__))

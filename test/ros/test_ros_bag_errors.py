@@ -147,13 +147,13 @@ def test_parameter_values_the_node_would_refuse_are_usage_errors(bag, params_fil
     assert not (tmp_path / "out").exists()
 
 
-def test_depth_flags_are_checked_and_depth_is_refused_until_the_3d_feature_exists(bag, params_file, capsys):
+def test_depth_flags_are_checked(bag, params_file, capsys):
     assert run(bag, params_file, "--depth-topic", IMAGE_TOPIC) == 2
     assert "--depth-topic and --depth-info-topic go together" in capsys.readouterr().err
     assert run(bag, params_file, "--depth-topic", "/camera/depth", "--depth-info-topic", "/camera/camera_info") == 2
     assert "--depth-topic /camera/depth: no such topic" in capsys.readouterr().err
-    assert run(bag, params_file, "--depth-topic", IMAGE_TOPIC, "--depth-info-topic", "/camera/camera_info") == 2
-    assert "depth (--depth-topic) needs the 3D feature" in capsys.readouterr().err
+    assert run(bag, params_file, "--depth-topic", IMAGE_TOPIC, "--depth-info-topic", "/camera/depth_info") == 2
+    assert "--depth-info-topic /camera/depth_info: no such topic" in capsys.readouterr().err
     assert leftovers(bag.parent, "in") == []
 
 

@@ -6,14 +6,15 @@ import itertools
 import numpy as np
 import pytest
 import yaml
-from bag_fixtures import (CAMERA_INFO_TOPIC, COMPRESSED_TOPIC, ENCODINGS, IMAGE_TOPIC, write_bag,
-                          write_params_file)
+from bag_fixtures import (CAMERA_INFO_TOPIC, COMPRESSED_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, ENCODINGS, IMAGE_TOPIC,
+                          write_bag, write_params_file, write_rgbd_bag)
 from ros_harness import MIN_SIZE
 from rclpy.node import Node
 from rosbags.highlevel import AnyReader
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray
 
+from sparseinst_core.data.rgbd_sequences import RgbdSequence, RgbdSequenceConfig
 from sparseinst_core.inference import load_predictor
 from sparseinst_ros.conversions import image_to_numpy, numpy_to_image
 from sparseinst_core.inference.label_image import label_instances
@@ -28,7 +29,8 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def params_file(weights_file, tmp_path_factory):
-    return write_params_file(tmp_path_factory.mktemp("params") / "params.yaml", weights_file)
+    # ids 1..N by score in each frame, as the predictor's own label image (track ids: see the depth test)
+    return write_params_file(tmp_path_factory.mktemp("params") / "params.yaml", weights_file, tracking=False)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +155,33 @@ def test_default_output_is_beside_the_bag_and_the_summary_counts_instances(tmp_p
     summary = capsys.readouterr().out
     assert "run: 2 of 2 frames of /camera/image_raw processed" in summary
     assert "instances: " in summary and "time per frame: read " in summary and "write " in summary
+
+
+def test_a_depth_topic_adds_the_3d_outputs_of_the_node_with_its_track_ids(tmp_path):
+    """A generated RGB-D recording through the shipped demo model: detections_3d, points and markers for every
+    frame, with the colour stamp, the ids of the 2D detections (track ids, the same object keeps its id)."""
+    sequence = RgbdSequence(RgbdSequenceConfig(num_frames=3, frame_rate=15.0, num_objects=(2, 2),
+                                               distinct_classes=True, colour_size=(320, 240), depth_size=(160, 120)),
+                            seed=2)
+    write_rgbd_bag(tmp_path / "in", sequence)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"device": "cpu", "min_size": 240, "max_size": 320,
+                                                                  "publish_overlay": False}}}))
+    assert main(["run", str(tmp_path / "in"), "--image-topic", IMAGE_TOPIC, "--params-file", str(params),
+                 "--depth-topic", DEPTH_TOPIC, "--depth-info-topic", DEPTH_INFO_TOPIC,
+                 "--output", str(tmp_path / "out")]) == 0
+    out, _ = read_back(tmp_path / "out")
+    assert {topic: len(messages) for topic, messages in out.items()} == {
+        f"/sparseinst_node/{name}": 3 for name in ("detections", "instance_mask", "camera_info", "detections_3d",
+                                                   "points", "markers")}
+    ids_by_class = []
+    for (_, detections), (_, detections_3d), (_, cloud), (_, mask) in zip(
+            out["/sparseinst_node/detections"], out["/sparseinst_node/detections_3d"], out["/sparseinst_node/points"],
+            out["/sparseinst_node/instance_mask"]):
+        assert detections_3d.header.stamp == detections.header.stamp == cloud.header.stamp
+        ids = {int(d.id) for d in detections.detections}
+        labels = np.frombuffer(mask.data.tobytes(), np.uint16)
+        assert set(np.unique(labels).tolist()) - {0} == ids
+        assert {int(d.id) for d in detections_3d.detections} <= ids and len(detections_3d.detections) >= 2
+        ids_by_class.append({d.results[0].hypothesis.class_id: d.id for d in detections_3d.detections})
+    assert ids_by_class[0] == ids_by_class[1] == ids_by_class[2]

@@ -17,6 +17,10 @@ def test_run_demo_prints_detections_and_saves_overlays(ros, tmp_path):
     assert "received 5 results" in output
     lines = [line for line in output.splitlines() if line.lstrip().startswith("[") and "stamp" in line]
     assert len(lines) >= 5
+    objects = [line.split() for line in output.splitlines() if line.startswith("       ") and len(line.split()) == 5
+               and line.split()[0].isdigit()]                               # id class x y z, from the depth
+    assert objects and all(0.4 < float(z) < 4.6 for *_, z in objects)
+    assert (tmp_path / "ground_truth.jsonl").read_text().count("\n") >= 5
     overlays = sorted(tmp_path.glob("overlay_*.png"))
     assert len(overlays) == 3
     image = cv2.imread(str(overlays[0]))

@@ -72,7 +72,8 @@ def test_a_running_node_reports_ok_with_its_rates_latencies_and_counters():
         "input rate (Hz)", "output rate (Hz)", "input latency median (ms)", "inference latency median (ms)",
         "inference latency max (ms)", "end-to-end latency median (ms)", "node overhead median (ms)",
         "frames received", "frames processed", "frames dropped", "frames lost in transport", "transport loss (%)",
-        "frames ignored while paused", "bad input frames", "image size changes", "enabled", "device", "precision",
+        "frames ignored while paused", "bad input frames", "image size changes", "instances without 3D", "enabled",
+        "device", "precision",
         "model", "image topic"]
 
 
@@ -192,6 +193,38 @@ def test_large_images_under_the_product_profile_are_fine():
     hints, _, logger = hints_for(FakeGraph())       # conftest: the product's profile
     hints.frame_received(2_764_800)
     assert logger.warnings == []
+
+
+def test_depth_problems_warn_with_a_key_per_cause_and_instances_without_3d_are_counted():
+    clock = Clock()
+    statistics = Statistics(clock)
+    statistics.count_received()
+    assert [statistics.count_depth_problem("no_depth_in_slop") for _ in range(2)] == [1, 2]
+    statistics.count_depth_problem("depth_frame_id")
+    statistics.count_without_3d(3)
+    statistics.count_processed(3, 0.01, None)
+    clock.now += 2.0
+    result, values = status(statistics.snapshot())
+    assert (result.level, result.message) == (DiagnosticStatus.WARN, "3 frame(s) without 3D (depth problem) in the "
+                                                                     "last 2.0 s")
+    assert values["depth problem: no_depth_in_slop"] == "2" and values["depth problem: depth_frame_id"] == "1"
+    assert values["instances without 3D"] == "3" and values["bad input frames"] == "0"
+    clock.now += 2.0
+    result, values = status(statistics.snapshot())                 # totals stay, the period's warning goes
+    assert result.level == DiagnosticStatus.OK and values["depth problem: no_depth_in_slop"] == "2"
+
+
+def test_depth_problems_are_logged_once_per_cause():
+    hints, clock, logger = hints_for(FakeGraph())
+    for _ in range(2):
+        hints.depth_problem("depth_encoding", "depth encoding 'rgb8' is not a depth encoding")
+        clock.now += 2 * LOG_REPEAT_SECONDS
+    hints.depth_problem("no_depth_in_slop", "no depth image within depth_slop")
+    assert logger.warnings == [
+        "no 3D for a frame [depth_encoding]: depth encoding 'rgb8' is not a depth encoding (said once; /diagnostics "
+        "counts 'depth problem: depth_encoding')",
+        "no 3D for a frame [no_depth_in_slop]: no depth image within depth_slop (said once; /diagnostics counts "
+        "'depth problem: no_depth_in_slop')"]
 
 
 def test_bad_input_is_logged_per_cause_then_throttled():

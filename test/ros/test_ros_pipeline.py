@@ -165,11 +165,19 @@ def test_a_refused_oversize_message_renews_the_image_subscription(ros):
         node.destroy_node()
 
 
+class StubProcessor:
+    """Outputs of the image's size, nothing else (no model, no tracking)."""
+
+    tracking = None
+
+    def __call__(self, msgs, camera_infos, overlay, depths=None):
+        return [FrameOutputs({}, None, (msgs[0].height, msgs[0].width), {"inference": 1.0})]
+
+
 def test_the_heap_is_trimmed_once_after_frames_of_another_size(pipeline, monkeypatch):
     trims = []
     monkeypatch.setattr(sparseinst_ros.node, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
-    pipeline.processor = lambda msgs, camera_infos, overlay: [
-        FrameOutputs({}, None, (msgs[0].height, msgs[0].width), {"inference": 1.0})]
+    pipeline.processor = StubProcessor()
     pipeline.open_outputs()
     pipeline.loop.start()
 

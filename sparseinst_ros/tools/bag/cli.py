@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, metavar="OUT", help="output bag (default: BAG_sparseinst beside BAG)")
     run.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of the output bag")
     run.add_argument("--copy-input", action="store_true", help="also write the input image topic into OUT")
-    run.add_argument("--depth-topic", metavar="D", help="depth image registered to the image (needs the 3D feature)")
+    run.add_argument("--depth-topic", metavar="D", help="depth image registered to the image (16UC1 mm or 32FC1 "
+                     "m): also writes detections_3d, points and markers")
     run.add_argument("--depth-info-topic", metavar="I", help="camera_info of the depth image")
 
     export = commands.add_parser("export", parents=[model], help="frames to a COCO-format folder, optionally "
@@ -95,14 +96,14 @@ def command_run(args) -> int:
     values = _parameter_values(args)
     with open_bag(args.bag) as reader:
         topic = find_image_topic(reader, args.image_topic, args.bag)
+        depth = None
         if args.depth_topic:
-            find_image_topic(reader, args.depth_topic, args.bag, option="--depth-topic")
+            depth = (find_image_topic(reader, args.depth_topic, args.bag, option="--depth-topic"),
+                     args.depth_info_topic)
             if args.depth_info_topic not in reader.topics:
                 raise UsageError(f"--depth-info-topic {args.depth_info_topic}: no such topic in {args.bag}")
-            raise UsageError("depth (--depth-topic) needs the 3D feature (masks to 3D points and tracking), which "
-                             "this version does not have; run without the depth flags for 2D outputs")
         summary = run_recording(reader, args.bag, topic, output, _load_model(values), values,
-                                storage=args.storage, copy_input=args.copy_input)
+                                storage=args.storage, copy_input=args.copy_input, depth=depth)
     print(summary.format())
     return 0
 

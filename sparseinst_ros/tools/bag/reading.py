@@ -19,6 +19,8 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ...camera_info import camera_info_topic
+from ...depth_input import PairedDepth
+from ...depth_pairing import DepthPairing
 from .errors import Failure, UsageError
 from .types import type_name
 
@@ -136,3 +138,29 @@ class RecordedCameraInfo:
         info = message.deserialize(CameraInfo)
         info.header = header
         return info
+
+
+class RecordedDepth:
+    """The depth stream of a recording, paired with frames as the node pairs them live: the depth image with the
+    frame's stamp, else the nearest within `slop` seconds (`depth_pairing`), with the depth camera_info of its
+    stamp (else the latest recorded before it). One pass indexes the depth images by stamp; each paired one is
+    read again from the bag when needed, so the depth stream is never held in memory."""
+
+    def __init__(self, reader: Reader, topic: ImageTopic, camera_info: RecordedCameraInfo | None, slop: float,
+                 bag: Path):
+        self._reader, self._topic, self._camera_info, self._bag = reader, topic, camera_info, bag
+        self._pairing = DepthPairing(slop, keep=max(topic.count, 1))
+        for recorded in recorded_messages(reader, topic.connections, bag):
+            stamp = recorded.deserialize(topic.message_type).header.stamp
+            self._pairing.add(stamp.sec * 10**9 + stamp.nanosec, recorded.timestamp)
+
+    def match(self, header) -> PairedDepth | None:
+        """The depth of the frame with `header`; None when no depth image lies within the slop."""
+        timestamp = self._pairing.match(header.stamp.sec * 10**9 + header.stamp.nanosec)
+        if timestamp is None:
+            return None
+        messages = self._reader.messages(connections=self._topic.connections, start=timestamp, stop=timestamp + 1)
+        _, _, raw = next(messages)
+        image = deserialize_message(bytes(raw), self._topic.message_type)
+        info = self._camera_info.match(image.header, timestamp) if self._camera_info is not None else None
+        return PairedDepth(image, info)

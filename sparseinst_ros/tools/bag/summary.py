@@ -39,6 +39,7 @@ class Summary:
     stage_seconds: Counter = field(default_factory=Counter)      # stage -> seconds over all frames
     elapsed_seconds: float = 0.0
     output: str = ""
+    depth_problems: Counter = field(default_factory=Counter)      # cause -> frames that got no 3D
 
     def count_failure(self, index: int, stamp, error: Exception) -> None:
         cause = error.cause if isinstance(error, ImageConversionError) else "corrupt_message"
@@ -59,6 +60,9 @@ class Summary:
             stages = ", ".join(f"{stage} {1e3 * seconds / self.read:.1f} ms"
                                for stage, seconds in self.stage_seconds.items())
             lines.append(f"  time per frame: {stages}")
+        if self.depth_problems:
+            causes = ", ".join(f"{count} {cause}" for cause, count in sorted(self.depth_problems.items()))
+            lines.append(f"  no 3D (2D written): {sum(self.depth_problems.values())} frame(s) ({causes})")
         if self.failed:
             causes = ", ".join(f"{count} {cause}" for cause, count in sorted(self.failure_causes().items()))
             lines.append(f"  failed to decode: {len(self.failed)} frame(s), skipped ({causes}):")
