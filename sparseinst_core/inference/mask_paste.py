@@ -360,7 +360,8 @@ class RowBlends:
                 if run is not None:
                     first, count = run
                     row = phase + first * rows.period
-                    self.runs.append((row, count, rows.period, int(lower[row]), rows.period_samples, float(fraction[row])))
+                    self.runs.append((row, count, rows.period, int(lower[row]), rows.period_samples,
+                                      float(fraction[row])))
                     covered[row:row + (count - 1) * rows.period + 1:rows.period] = True
         rest = np.flatnonzero(~covered)
         self.rest = (torch.from_numpy(rest), torch.from_numpy(lower[rest]), torch.from_numpy(upper[rest]),

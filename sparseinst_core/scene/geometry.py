@@ -133,20 +133,22 @@ def instance_3d(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCame
     if len(pixels) < options.min_points:
         return None
     z = depths.take(pixels)                                                     # (N,) metres
-    median, band = _depth_band(z, options.outlier_mads, options.min_outlier_band)
-    inliers = np.abs(z - median) <= band
-    pixels, z = pixels[inliers], z[inliers]
-    if len(z) < options.min_points:
+    median = _middle(z)
+    deviation = np.abs(z - median)                                              # (N,) along the ray
+    inliers = np.flatnonzero(deviation <= _band(deviation, options.outlier_mads, options.min_outlier_band))
+    if len(inliers) < options.min_points:
         return None
+    pixels, count = pixels.take(inliers), len(inliers)
     rows, cols = np.divmod(pixels, width)
     x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
-    x, y = x_factors[cols + col0] * z, y_factors[rows + row0] * z
-    centroid = np.array([x.sum(dtype=np.float64), y.sum(dtype=np.float64), z.sum(dtype=np.float64)]) / len(z)
-    sample = _spread(len(z), options.max_points_per_instance)
-    points = np.stack([x[sample], y[sample], z[sample]], axis=1)                # (P, 3)
-    for_box = _spread(len(z), BOX_POINTS)
-    box = _yaw_box(np.stack([x[for_box], y[for_box], z[for_box]]), centroid, options.extent_percentiles)
-    return Instance3D(centroid, box, len(z), points)
+    xyz = np.empty((3, count), np.float32)                                      # (3, N) x, y, z rows
+    np.take(z, inliers, out=xyz[2])
+    np.multiply(x_factors[col0:col0 + width].take(cols), xyz[2], out=xyz[0])
+    np.multiply(y_factors[row0:row0 + height].take(rows), xyz[2], out=xyz[1])
+    centroid = xyz.sum(axis=1, dtype=np.float64) / count                        # (3,) pairwise sums per row
+    points = np.ascontiguousarray(xyz[:, _spread(count, options.max_points_per_instance)].T)   # (P, 3)
+    box = _yaw_box(xyz[:, _spread(count, BOX_POINTS)], centroid, options.extent_percentiles)
+    return Instance3D(centroid, box, count, points)
 
 
 def mask_in_depth_pixels(mask: InstanceMask, depth_camera: PinholeCamera, colour_camera: PinholeCamera
@@ -212,10 +214,10 @@ def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def _depth_band(z: np.ndarray, outlier_mads: float, min_band: float) -> tuple[float, float]:
-    """(median, half-width) of the inlier band of depths z (N,): max(outlier_mads sigma_MAD, min_band)."""
-    median = _middle(z)
-    return median, max(outlier_mads * MAD_TO_SIGMA * _middle(np.abs(z - median)), min_band)
+def _band(deviation: np.ndarray, outlier_mads: float, min_band: float) -> float:
+    """Half-width of the inlier band from the depths' absolute deviations from their median (N,):
+    max(outlier_mads sigma_MAD, min_band)."""
+    return max(outlier_mads * MAD_TO_SIGMA * _middle(deviation), min_band)
 
 
 def _middle(values: np.ndarray) -> float:

@@ -98,7 +98,8 @@ def fastest_paths(rows: list[VariantResult]) -> list[str]:
                      + f" ({others[0].end_to_end_ms:.1f} ms)") if others else "-"
         lines.append(f"| {preset} | {device} | {size} | **{best.backend} {best.precision}**"
                      + (f" at {best.size}" if size == "any" else "")
-                     + f" | {best.end_to_end_ms:.1f} | {best.fps:.2f} | {100 * best.postprocess_share:.1f} | {runner_up} |")
+                     + f" | {best.end_to_end_ms:.1f} | {best.fps:.2f} | {100 * best.postprocess_share:.1f} "
+                     f"| {runner_up} |")
     return lines
 
 
