@@ -36,9 +36,9 @@ class InstanceMask:
         cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
         return cls(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], x + int(cols[0]), y + int(rows[0]))
 
-    @property
+    @cached_property
     def box(self) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) with x1, y1 exclusive, in image pixels."""
+        """(x0, y0, x1, y1) with x1, y1 exclusive, in image pixels (made once: the tracker reads it per pair)."""
         return self.x, self.y, self.x + self.mask.shape[1], self.y + self.mask.shape[0]
 
     @cached_property
