@@ -128,29 +128,50 @@ def instance_3d(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCame
 
 def _instances_3d(masks: list[InstanceMask], depth: np.ndarray, depth_camera: PinholeCamera,
                   colour_camera: PinholeCamera, options: GeometryOptions) -> list[Instance3D | None]:
-    """Each instance's points one by one, then the boxes of all of them at once: a box is a fixed cost of
-    some fifteen numpy calls on at most BOX_POINTS points, which batching pays once per frame."""
-    surfaces = [_visible_surface(mask, depth, depth_camera, colour_camera, options) for mask in masks]
-    found = [surface for surface in surfaces if surface is not None]
-    boxes = iter(_yaw_boxes([surface.box_points for surface in found],
-                            np.array([surface.centroid for surface in found]).reshape(-1, 3), options.extent_percentiles))
-    return [None if surface is None else Instance3D(surface.centroid, next(boxes), surface.count, surface.points)
-            for surface in surfaces]
+    """Each instance's inlier pixels one by one (steps 1-3), then the back-projection and the boxes of all of
+    them at once: per instance those are fixed costs of a few dozen numpy calls, which batching pays once per
+    frame."""
+    selections = [_inlier_pixels(mask, depth, depth_camera, colour_camera, options) for mask in masks]
+    found = [selection for selection in selections if selection is not None]
+    if not found:
+        return [None] * len(masks)
+    counts = np.array([len(selection.z) for selection in found])
+    ends = np.cumsum(counts).tolist()
+    rows, cols = np.divmod(np.concatenate([selection.pixels for selection in found]),
+                           np.repeat([selection.width for selection in found], counts))   # (N,) in the windows
+    rows += np.repeat([selection.row0 for selection in found], counts)                    # in the depth image
+    cols += np.repeat([selection.col0 for selection in found], counts)
+    x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
+    xyz = np.empty((3, ends[-1]), np.float32)                                   # (3, N) x, y, z rows
+    np.concatenate([selection.z for selection in found], out=xyz[2])
+    np.multiply(x_factors.take(cols), xyz[2], out=xyz[0])
+    np.multiply(y_factors.take(rows), xyz[2], out=xyz[1])
+    clouds = [xyz[:, end - count:end] for count, end in zip(counts.tolist(), ends)]       # (3, N_i) views
+    centroids = [cloud.sum(axis=1, dtype=np.float64) / cloud.shape[1] for cloud in clouds]   # pairwise sums per row
+    boxes = _yaw_boxes([cloud[:, _spread(cloud.shape[1], BOX_POINTS)] for cloud in clouds],
+                       np.array(centroids), options.extent_percentiles)
+    kept = [np.ascontiguousarray(cloud[:, _spread(cloud.shape[1], options.max_points_per_instance)].T)
+            for cloud in clouds]                                                # (P_i, 3) each
+    instances = iter(Instance3D(centroid, box, cloud.shape[1], points)
+                     for cloud, centroid, box, points in zip(clouds, centroids, boxes, kept))
+    return [None if selection is None else next(instances) for selection in selections]
 
 
 @dataclass(frozen=True)
-class _Surface:
-    """An instance's inlier points: their centroid (3,), count, the kept points (P, 3) and the box's (3, M)."""
+class _Inliers:
+    """An instance's inlier depth pixels: flat indices (N,) into its window of `width` columns at (row0, col0)
+    of the depth image, and their depths z (N,) in metres."""
 
-    centroid: np.ndarray
-    count: int
-    points: np.ndarray
-    box_points: np.ndarray
+    row0: int
+    col0: int
+    width: int
+    pixels: np.ndarray
+    z: np.ndarray
 
 
-def _visible_surface(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCamera,
-                     colour_camera: PinholeCamera, options: GeometryOptions) -> _Surface | None:
-    """Steps 1-4 of the module docstring for one instance; None when fewer than `options.min_points` remain."""
+def _inlier_pixels(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCamera,
+                   colour_camera: PinholeCamera, options: GeometryOptions) -> _Inliers | None:
+    """Steps 1-3 of the module docstring for one instance; None when fewer than `options.min_points` remain."""
     window = mask_in_depth_pixels(mask, depth_camera, colour_camera)
     if window is None:
         return None
@@ -166,16 +187,7 @@ def _visible_surface(mask: InstanceMask, depth: np.ndarray, depth_camera: Pinhol
     inliers = np.flatnonzero(deviation <= _band(deviation, options.outlier_mads, options.min_outlier_band))
     if len(inliers) < options.min_points:
         return None
-    pixels, count = pixels.take(inliers), len(inliers)
-    rows, cols = np.divmod(pixels, width)
-    x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
-    xyz = np.empty((3, count), np.float32)                                      # (3, N) x, y, z rows
-    np.take(z, inliers, out=xyz[2])
-    np.multiply(x_factors[col0:col0 + width].take(cols), xyz[2], out=xyz[0])
-    np.multiply(y_factors[row0:row0 + height].take(rows), xyz[2], out=xyz[1])
-    return _Surface(centroid=xyz.sum(axis=1, dtype=np.float64) / count, count=count,       # pairwise sums per row
-                    points=np.ascontiguousarray(xyz[:, _spread(count, options.max_points_per_instance)].T),
-                    box_points=xyz[:, _spread(count, BOX_POINTS)])
+    return _Inliers(row0, col0, width, pixels.take(inliers), z.take(inliers))
 
 
 def mask_in_depth_pixels(mask: InstanceMask, depth_camera: PinholeCamera, colour_camera: PinholeCamera
