@@ -12,7 +12,7 @@ from sparseinst_core.benchmark import main
 from sparseinst_core.inference.device import PRECISION_DTYPES
 from sparseinst_core.tools.benchmark import measure
 from sparseinst_core.tools.benchmark.measure import calibrate_batch_norm
-from sparseinst_core.tools.benchmark.report import read_results, write_reports
+from sparseinst_core.tools.benchmark.report import fastest_paths, read_results, write_reports
 from sparseinst_core.tools.benchmark.results import VariantResult
 from sparseinst_core.tools.benchmark.variants import (REFERENCE, VARIANTS, Measured, available_variants,
                                                       interleaved_end_to_end, speed_ups)
@@ -24,6 +24,15 @@ def variant_result(backend, end_to_end_ms=100.0, rounds=(), precision="fp32") ->
                          postprocess_ms=0.0, instances=100, end_to_end_ms=end_to_end_ms, fps=1e3 / end_to_end_ms,
                          postprocess_share=0.0, gflops=1.0, achieved_gflops=1.0, fraction_of_peak=0.5,
                          end_to_end_rounds_ms=list(rounds))
+
+
+def test_the_report_names_the_fastest_path_of_each_preset():
+    rows = [variant_result("eager", 300.0), variant_result("openvino", 120.0, precision="bf16"),
+            variant_result("onnxruntime", 150.0)]
+    lines = fastest_paths(rows)
+    table = [line for line in lines if line.startswith("| p |")]
+    assert len(table) == 2                                  # at 640, and over all sizes
+    assert all("**openvino bf16**" in line and "onnxruntime fp32" in line for line in table)
 
 
 @pytest.mark.parametrize("norm", ["bn", "frozen_bn"])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sparseinst_core.inference import mask_paste
 from sparseinst_core.inference.postprocess import (
-    instance_scores, postprocess, postprocess_crops, postprocess_reference, resize_masks_to_original)
+    image_window, instance_scores, postprocess, postprocess_crops, postprocess_reference, resize_masks_to_original)
 
 
 def decoder_outputs(padded_size, num_queries=100, num_classes=7, seed=0):
@@ -178,15 +178,34 @@ def test_parts_far_apart_get_crops_of_their_own():
 
 @pytest.mark.parametrize("settings", [
     {"BATCHED_CROP_SIZE": 10 ** 6},                                    # every crop in the batched products
-    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 10.0},              # every crop by aten's resize where it can
-    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 0.0, "BAND_PIXELS": 37},  # banded products
-    {"BATCHED_CROP_SIZE": 0, "ANCHORED_OVERHEAD": 0.0, "BAND_PIXELS": 10 ** 6},   # one product per axis (GPU)
+    {"BATCHED_CROP_SIZE": 0},                                          # every crop separably (CPU)
+    {"BATCHED_CROP_SIZE": 0, "BAND_PIXELS": 37, "MAX_ROW_PHASES": 0},   # bands of columns, rows by index
+    {"BATCHED_CROP_SIZE": 0, "BAND_PIXELS": 10 ** 6},                 # one product for the columns
 ])
 @pytest.mark.parametrize("padded,resized,original", [CROP_GEOMETRIES[0], CROP_GEOMETRIES[2], CROP_GEOMETRIES[5]])
 def test_every_way_of_resizing_a_crop_gives_the_same_masks(monkeypatch, settings, padded, resized, original):
     for name, value in settings.items():
         monkeypatch.setattr(mask_paste, name, value)
+    mask_paste.row_blends.cache_clear()                   # blends and bands kept from other settings
+    mask_paste.column_bands.cache_clear()
     assert_crops_match_the_single_resize(decoder_outputs(padded, num_queries=30), padded, resized, original)
+    mask_paste.row_blends.cache_clear()
+    mask_paste.column_bands.cache_clear()
+
+
+@pytest.mark.parametrize("padded,resized,original", [CROP_GEOMETRIES[0], CROP_GEOMETRIES[2], CROP_GEOMETRIES[5]])
+def test_products_of_a_gpu_give_the_separable_masks(padded, resized, original):
+    """The GPU's large crops (`paste_by_products`, one product per axis) against the CPU's, on the CPU."""
+    _, _, masks = decoder_outputs(padded, num_queries=6)
+    probs = image_window(masks.sigmoid(), resized)
+    rows, cols = mask_paste.axis_maps(tuple(original), tuple(resized), tuple(probs.shape[-2:]))
+    box = (original[1] // 5, original[0] // 7, original[1], original[0] - 1)
+    shape = (len(probs), box[3] - box[1], box[2] - box[0])
+    separable, products = torch.empty(shape, dtype=torch.bool), torch.empty(shape, dtype=torch.bool)
+    mask_paste.paste_separable(probs, np.arange(len(probs)), rows, cols, box, 0.45, separable)
+    mask_paste.paste_by_products(probs, rows, cols, box, 0.45, products)
+    assert separable.any() and (~separable).any()
+    assert (separable != products).float().mean() < 1e-3
 
 
 def test_crops_of_nothing_above_the_threshold():

@@ -11,8 +11,9 @@ that is cheaper.
 
 Inside a box the resize is two products with the pixels' bilinear weights (two non-zeros per row):
 crops up to BATCHED_CROP_SIZE pixels a side are resized together, padded to powers of two; larger ones
-in batches of one box (aten's resize where it can, else products in bands on the CPU). The resizing runs
-on the probabilities' device; the search for the boxes on the host (one byte per cell).
+in batches of one box: on the CPU separably (the sample rows resized along x, then each pixel row a blend
+of two of them, thresholded), on a GPU as products. The resizing runs on the probabilities' device; the
+search for the boxes on the host (one byte per cell).
 """
 from __future__ import annotations
 
@@ -38,11 +39,13 @@ DENSE_FRACTION = 0.25
 # Crops up to this many pixels a side are resized in batches; padded sizes are powers of two from 16.
 BATCHED_CROP_SIZE = 128
 MIN_BATCHED_SIZE = 16
-# Large crops on the CPU: resized by aten's kernel when that adds at most this fraction of pixels before
-# the box and the float result stays small; else by products with the weights, in bands of BAND_PIXELS.
-ANCHORED_OVERHEAD = 1.25
-CPU_RESIZE_PIXELS = 1 << 22
+# Products with the weights go in bands of BAND_PIXELS pixels (a band reads only its own samples).
 BAND_PIXELS = 128
+# Large crops on the CPU: instances per batch such that their sample rows resized along x hold about this
+# many floats (they stay in cache until blended); pixel rows are blended phase by phase when the row map
+# repeats within this many rows, else by index.
+SEPARABLE_CHUNK_ELEMENTS = 1 << 18
+MAX_ROW_PHASES = 64
 
 
 class AxisMap:
@@ -57,12 +60,11 @@ class AxisMap:
     def __init__(self, size: int, resized_size: int, samples_size: int):
         src = np.maximum((np.arange(size) + 0.5) * resized_size / (4 * size) - 0.5, 0.0)
         self.size, self.samples_size = size, samples_size
-        self.upsampling = 4 * size / resized_size                          # the resize's scale factor
         self.lower = np.minimum(np.floor(src).astype(np.int64), samples_size - 1)
         self.upper = np.minimum(self.lower + 1, samples_size - 1)
         self.fraction = (src - self.lower).astype(np.float32)
-        # A resize of the samples from `a` on reproduces this map from pixel p on when p * resized_size
-        # = a * 4 * size: every `period` pixels, `period_samples` samples.
+        # The map repeats: pixel y + period reads the samples period_samples after pixel y's, with the same
+        # fraction (away from the clamped ends).
         common = math.gcd(resized_size, 4 * size)
         self.period, self.period_samples = 4 * size // common, resized_size // common
 
@@ -83,13 +85,6 @@ class AxisMap:
         """The sample ranges [a, b) that the pixel ranges [y0, y1) (non-empty; arrays or ints) read."""
         return self.lower[starts], self.upper[ends - 1] + 1
 
-    def anchor(self, start: int) -> tuple[int, int]:
-        """The last pixel p <= `start`, and its sample a, from which a resize of the samples from a on
-        reproduces this map at `start` and after. a lies a sample before start's: the resize clamps the
-        pixels before its first sample to it."""
-        period = max(int(self.lower[start]) - 1, 0) // self.period_samples
-        return period * self.period, period * self.period_samples
-
 
 @functools.lru_cache(maxsize=8)
 def axis_maps(original_size: tuple[int, int], image_size: tuple[int, int],
@@ -97,6 +92,18 @@ def axis_maps(original_size: tuple[int, int], image_size: tuple[int, int],
     """Row and column maps of one geometry (kept for the next frames of a camera stream)."""
     return (AxisMap(original_size[0], image_size[0], samples_size[0]),
             AxisMap(original_size[1], image_size[1], samples_size[1]))
+
+
+def binarise(values: torch.Tensor, mask_threshold: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """values > mask_threshold, bool, into `out` when given. On the CPU by numpy: there torch compares
+    into bool in a scalar loop, numpy in SIMD, several times faster (the same float32 comparison)."""
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64):
+        return values > mask_threshold if out is None else torch.gt(values, mask_threshold, out=out)
+    if out is None:
+        out = torch.empty(values.shape, dtype=torch.bool)
+    array = values.numpy()
+    np.greater(array, array.dtype.type(mask_threshold), out=out.numpy())
+    return out
 
 
 def mask_supports(above: np.ndarray) -> np.ndarray:
@@ -233,8 +240,8 @@ def paste_crops(probs: torch.Tensor, sources: np.ndarray, boxes: np.ndarray, row
         out = values[start:start + area]
         if group_key[first, 0] < 0:
             x0, y0, x1, y1 = group_boxes[0].tolist()
-            paste_large_crops(probs[torch.from_numpy(group_sources).to(probs.device)], rows, cols,
-                              (x0, y0, x1, y1), mask_threshold, out.view(last - first, y1 - y0, x1 - x0))
+            paste_large_crops(probs, group_sources, rows, cols, (x0, y0, x1, y1), mask_threshold,
+                              out.view(last - first, y1 - y0, x1 - x0))
         else:
             size = (int(padded_heights[order[first]]), int(padded_widths[order[first]]))
             paste_small_crops(probs, group_sources, group_boxes, size, rows, cols, mask_threshold, out)
@@ -277,7 +284,7 @@ def paste_small_crops(probs: torch.Tensor, sources: np.ndarray, boxes: np.ndarra
     windows = probs[source[:, None, None], sample_rows[:, :, None], sample_cols[:, None, :]]  # (n, r, c)
     resized = (torch.from_numpy(row_weights).to(device)
                @ (windows @ torch.from_numpy(col_weights).to(device).transpose(1, 2)))   # (n, h, w)
-    binary = resized > mask_threshold
+    binary = binarise(resized, mask_threshold)
     in_crop = ((np.arange(size[0]) < (y1 - y0)[:, None])[:, :, None]
                & (np.arange(size[1]) < (x1 - x0)[:, None])[:, None, :])   # (n, h, w)
     if device.type == "cpu":        # numpy's boolean indexing is several times faster than torch's here
@@ -286,28 +293,113 @@ def paste_small_crops(probs: torch.Tensor, sources: np.ndarray, boxes: np.ndarra
         torch.masked_select(binary, torch.from_numpy(in_crop).to(device), out=out)
 
 
-def paste_large_crops(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
-                      out: torch.Tensor) -> None:
-    """Crops of one `box` (x0, y0, x1, y1): probs (n, rows, cols) -> out (n, y1 - y0, x1 - x0) bool.
-
-    On the CPU, aten's resize kernel is the fastest per pixel, but it can only start where the map
-    repeats (`AxisMap.anchor`): it runs when the pixels it adds before the box are few and its float
-    result stays small; otherwise the two products with the weights.
-    """
-    x0, y0, x1, y1 = box
-    top, a = rows.anchor(y0)
-    left, c = cols.anchor(x0)
-    resized_area = (y1 - top) * (x1 - left)
-    if (probs.device.type == "cpu" and resized_area <= ANCHORED_OVERHEAD * (y1 - y0) * (x1 - x0)
-            and resized_area <= CPU_RESIZE_PIXELS):
-        b, d = int(rows.upper[y1 - 1]) + 1, int(cols.upper[x1 - 1]) + 1
-        chunk = CPU_RESIZE_PIXELS // resized_area
-        for start in range(0, len(probs), chunk):
-            resized = torch.ops.aten.upsample_bilinear2d(probs[start:start + chunk, None, a:b, c:d], [y1 - top, x1 - left],
-                                                         False, rows.upsampling, cols.upsampling)[:, 0]
-            torch.gt(resized[:, y0 - top:, x0 - left:], mask_threshold, out=out[start:start + chunk])
+def paste_large_crops(probs: torch.Tensor, sources: np.ndarray, rows: AxisMap, cols: AxisMap, box,
+                      mask_threshold: float, out: torch.Tensor) -> None:
+    """Crops of rows `sources` (n,) of probs, all of one `box` (x0, y0, x1, y1) -> out (n, y1 - y0, x1 - x0)
+    bool: separably on the CPU (`paste_separable`), as products with the weights on a GPU."""
+    if probs.device.type == "cpu":
+        paste_separable(probs, sources, rows, cols, box, mask_threshold, out)
     else:
-        paste_by_products(probs, rows, cols, box, mask_threshold, out)
+        paste_by_products(probs[torch.from_numpy(sources).to(probs.device)], rows, cols, box, mask_threshold, out)
+
+
+def paste_separable(probs: torch.Tensor, sources: np.ndarray, rows: AxisMap, cols: AxisMap, box,
+                    mask_threshold: float, out: torch.Tensor) -> None:
+    """`paste_large_crops` on the CPU, a few instances at a time (their floats stay in cache): the columns
+    first, at the sample rows only (products with the weights, in bands of BAND_PIXELS columns), then each
+    pixel row the blend of its two sample rows (`RowBlends`), thresholded. Per pixel that is one blend and
+    one comparison, where a 2D resize reads four samples."""
+    x0, y0, x1, y1 = box
+    a, b = (int(i) for i in rows.samples(y0, y1))
+    blends = row_blends(rows, y0, y1)
+    chunk = max(1, SEPARABLE_CHUNK_ELEMENTS // ((b - a) * (x1 - x0)))
+    for start in range(0, len(sources), chunk):
+        window = probs[torch.from_numpy(sources[start:start + chunk]), a:b]    # (n, r, cols)
+        blends.apply(sample_rows_resized(window, cols, x0, x1), mask_threshold, out[start:start + chunk])
+
+
+def sample_rows_resized(window: torch.Tensor, cols: AxisMap, x0: int, x1: int) -> torch.Tensor:
+    """(n, r, cols) samples -> (n, r, x1 - x0): each sample row resized to the pixel columns [x0, x1)."""
+    resized = torch.empty((*window.shape[:2], x1 - x0), dtype=window.dtype, device=window.device)
+    for start, end, first, last, weights in column_bands(cols, x0, x1):
+        torch.matmul(window[:, :, first:last], weights, out=resized[:, :, start - x0:end - x0])
+    return resized
+
+
+@functools.lru_cache(maxsize=64)
+def column_bands(cols: AxisMap, x0: int, x1: int) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """The bands of BAND_PIXELS pixel columns of [x0, x1): start, end, the samples [first, last) they read
+    and their weights (last - first, end - start), transposed for a product from the right (CPU)."""
+    bands = []
+    for start in range(x0, x1, BAND_PIXELS):
+        end = min(start + BAND_PIXELS, x1)
+        first, last = (int(i) for i in cols.samples(start, end))
+        bands.append((start, end, first, last, band_weights(cols, start, end, first, last, torch.device("cpu")).T))
+    return bands
+
+
+class RowBlends:
+    """Pixel rows [y0, y1) of a crop as blends of sample rows: row y = lerp(lower, upper, fraction).
+
+    The map repeats every `period` pixel rows, `period_samples` sample rows further on: rows of one
+    phase with the same fraction and neighbouring samples are one blend of two strided views (no copy),
+    where a row's fraction is 0 just a comparison; the rest (clamped rows at the edges, or every row
+    when the period is long) take their sample rows by index.
+    """
+
+    def __init__(self, rows: AxisMap, y0: int, y1: int):
+        first_sample = int(rows.lower[y0])
+        lower, upper = rows.lower[y0:y1] - first_sample, rows.upper[y0:y1] - first_sample
+        fraction = rows.fraction[y0:y1]
+        self.runs = []                          # (first row, count, row step, first sample, sample step, fraction)
+        covered = np.zeros(y1 - y0, dtype=bool)
+        if rows.period <= MAX_ROW_PHASES:
+            for phase in range(min(rows.period, y1 - y0)):
+                run = self.regular_run(lower[phase::rows.period], upper[phase::rows.period],
+                                       fraction[phase::rows.period], rows.period_samples)
+                if run is not None:
+                    first, count = run
+                    row = phase + first * rows.period
+                    self.runs.append((row, count, rows.period, int(lower[row]), rows.period_samples,
+                                      float(fraction[row])))
+                    covered[row:row + (count - 1) * rows.period + 1:rows.period] = True
+        rest = np.flatnonzero(~covered)
+        self.rest = (torch.from_numpy(rest), torch.from_numpy(lower[rest]), torch.from_numpy(upper[rest]),
+                     torch.from_numpy(fraction[rest])[None, :, None])
+
+    @staticmethod
+    def regular_run(lower: np.ndarray, upper: np.ndarray, fraction: np.ndarray, step: int):
+        """The longest stretch (first, count) of one phase's rows with one fraction, upper = lower + 1 and
+        lower growing by `step`; None when it is shorter than 2 rows."""
+        regular = (upper == lower + 1) & (fraction == fraction[len(fraction) // 2])
+        regular &= lower - step * np.arange(len(lower)) == (lower - step * np.arange(len(lower)))[len(lower) // 2]
+        bounds = np.flatnonzero(np.diff(np.concatenate([[False], regular, [False]]).astype(np.int8)))
+        if len(bounds) == 0:
+            return None
+        starts, ends = bounds[0::2], bounds[1::2]
+        longest = int(np.argmax(ends - starts))
+        count = int(ends[longest] - starts[longest])
+        return (int(starts[longest]), count) if count >= 2 else None
+
+    def apply(self, samples: torch.Tensor, mask_threshold: float, out: torch.Tensor) -> None:
+        """samples (n, r, w) sample rows resized along x -> out (n, y1 - y0, w) bool."""
+        for row, count, row_step, sample, sample_step, fraction in self.runs:
+            target = out[:, row:row + (count - 1) * row_step + 1:row_step]
+            lower = samples[:, sample:sample + (count - 1) * sample_step + 1:sample_step]
+            if fraction == 0.0:
+                binarise(lower, mask_threshold, target)
+            else:
+                upper = samples[:, sample + 1:sample + (count - 1) * sample_step + 2:sample_step]
+                binarise(torch.lerp(lower, upper, fraction), mask_threshold, target)
+        rows, lower, upper, fraction = self.rest
+        if len(rows):
+            out[:, rows] = binarise(torch.lerp(samples[:, lower], samples[:, upper], fraction), mask_threshold)
+
+
+@functools.lru_cache(maxsize=64)
+def row_blends(rows: AxisMap, y0: int, y1: int) -> RowBlends:
+    """The row blends of a crop's rows (kept: a camera stream meets the same boxes again)."""
+    return RowBlends(rows, y0, y1)
 
 
 def paste_by_products(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, mask_threshold: float,
@@ -328,8 +420,8 @@ def paste_by_products(probs: torch.Tensor, rows: AxisMap, cols: AxisMap, box, ma
         end = min(start + band, y1)
         first, last = (int(i) for i in rows.samples(start, end))
         weights = band_weights(rows, start, end, first, last, probs.device)             # (band, r)
-        torch.gt(weights @ columns[:, :, first - a:last - a].transpose(1, 2), mask_threshold,
-                 out=out[:, start - y0:end - y0])
+        binarise(weights @ columns[:, :, first - a:last - a].transpose(1, 2), mask_threshold,
+                 out[:, start - y0:end - y0])
 
 
 def band_weights(axis: AxisMap, start: int, end: int, first: int, last: int, device: torch.device) -> torch.Tensor:

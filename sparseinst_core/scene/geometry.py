@@ -117,12 +117,61 @@ def instances_3d(masks: list[InstanceMask], depth: np.ndarray, depth_camera: Pin
     colour camera, of `depth_camera`'s size (ValueError otherwise).
     """
     depth_camera.check_image(depth, "the depth image")
-    return FrameGeometry([instance_3d(mask, depth, depth_camera, colour_camera, options) for mask in masks])
+    return FrameGeometry(_instances_3d(masks, depth, depth_camera, colour_camera, options))
 
 
 def instance_3d(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCamera, colour_camera: PinholeCamera,
                 options: GeometryOptions = GeometryOptions()) -> Instance3D | None:
     """The 3D of one instance (see `instances_3d`); None when fewer than `options.min_points` points remain."""
+    return _instances_3d([mask], depth, depth_camera, colour_camera, options)[0]
+
+
+def _instances_3d(masks: list[InstanceMask], depth: np.ndarray, depth_camera: PinholeCamera,
+                  colour_camera: PinholeCamera, options: GeometryOptions) -> list[Instance3D | None]:
+    """Each instance's inlier pixels one by one (steps 1-3), then the back-projection and the boxes of all of
+    them at once: per instance those are fixed costs of a few dozen numpy calls, which batching pays once per
+    frame."""
+    selections = [_inlier_pixels(mask, depth, depth_camera, colour_camera, options) for mask in masks]
+    found = [selection for selection in selections if selection is not None]
+    if not found:
+        return [None] * len(masks)
+    counts = np.array([len(selection.z) for selection in found])
+    ends = np.cumsum(counts).tolist()
+    rows, cols = np.divmod(np.concatenate([selection.pixels for selection in found]),
+                           np.repeat([selection.width for selection in found], counts))   # (N,) in the windows
+    rows += np.repeat([selection.row0 for selection in found], counts)                    # in the depth image
+    cols += np.repeat([selection.col0 for selection in found], counts)
+    x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
+    xyz = np.empty((3, ends[-1]), np.float32)                                   # (3, N) x, y, z rows
+    np.concatenate([selection.z for selection in found], out=xyz[2])
+    np.multiply(x_factors.take(cols), xyz[2], out=xyz[0])
+    np.multiply(y_factors.take(rows), xyz[2], out=xyz[1])
+    clouds = [xyz[:, end - count:end] for count, end in zip(counts.tolist(), ends)]       # (3, N_i) views
+    centroids = [cloud.sum(axis=1, dtype=np.float64) / cloud.shape[1] for cloud in clouds]   # pairwise sums per row
+    boxes = _yaw_boxes([cloud[:, _spread(cloud.shape[1], BOX_POINTS)] for cloud in clouds],
+                       np.array(centroids), options.extent_percentiles)
+    kept = [np.ascontiguousarray(cloud[:, _spread(cloud.shape[1], options.max_points_per_instance)].T)
+            for cloud in clouds]                                                # (P_i, 3) each
+    instances = iter(Instance3D(centroid, box, cloud.shape[1], points)
+                     for cloud, centroid, box, points in zip(clouds, centroids, boxes, kept))
+    return [None if selection is None else next(instances) for selection in selections]
+
+
+@dataclass(frozen=True)
+class _Inliers:
+    """An instance's inlier depth pixels: flat indices (N,) into its window of `width` columns at (row0, col0)
+    of the depth image, and their depths z (N,) in metres."""
+
+    row0: int
+    col0: int
+    width: int
+    pixels: np.ndarray
+    z: np.ndarray
+
+
+def _inlier_pixels(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCamera,
+                   colour_camera: PinholeCamera, options: GeometryOptions) -> _Inliers | None:
+    """Steps 1-3 of the module docstring for one instance; None when fewer than `options.min_points` remain."""
     window = mask_in_depth_pixels(mask, depth_camera, colour_camera)
     if window is None:
         return None
@@ -133,20 +182,12 @@ def instance_3d(mask: InstanceMask, depth: np.ndarray, depth_camera: PinholeCame
     if len(pixels) < options.min_points:
         return None
     z = depths.take(pixels)                                                     # (N,) metres
-    median, band = _depth_band(z, options.outlier_mads, options.min_outlier_band)
-    inliers = np.abs(z - median) <= band
-    pixels, z = pixels[inliers], z[inliers]
-    if len(z) < options.min_points:
+    median = _middle(z)
+    deviation = np.abs(z - median)                                              # (N,) along the ray
+    inliers = np.flatnonzero(deviation <= _band(deviation, options.outlier_mads, options.min_outlier_band))
+    if len(inliers) < options.min_points:
         return None
-    rows, cols = np.divmod(pixels, width)
-    x_factors, y_factors = _ray_factors(depth_camera)                          # x = (u - cx) / fx * z, ...
-    x, y = x_factors[cols + col0] * z, y_factors[rows + row0] * z
-    centroid = np.array([x.sum(dtype=np.float64), y.sum(dtype=np.float64), z.sum(dtype=np.float64)]) / len(z)
-    sample = _spread(len(z), options.max_points_per_instance)
-    points = np.stack([x[sample], y[sample], z[sample]], axis=1)                # (P, 3)
-    for_box = _spread(len(z), BOX_POINTS)
-    box = _yaw_box(np.stack([x[for_box], y[for_box], z[for_box]]), centroid, options.extent_percentiles)
-    return Instance3D(centroid, box, len(z), points)
+    return _Inliers(row0, col0, width, pixels.take(inliers), z.take(inliers))
 
 
 def mask_in_depth_pixels(mask: InstanceMask, depth_camera: PinholeCamera, colour_camera: PinholeCamera
@@ -212,10 +253,10 @@ def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def _depth_band(z: np.ndarray, outlier_mads: float, min_band: float) -> tuple[float, float]:
-    """(median, half-width) of the inlier band of depths z (N,): max(outlier_mads sigma_MAD, min_band)."""
-    median = _middle(z)
-    return median, max(outlier_mads * MAD_TO_SIGMA * _middle(np.abs(z - median)), min_band)
+def _band(deviation: np.ndarray, outlier_mads: float, min_band: float) -> float:
+    """Half-width of the inlier band from the depths' absolute deviations from their median (N,):
+    max(outlier_mads sigma_MAD, min_band)."""
+    return max(outlier_mads * MAD_TO_SIGMA * _middle(deviation), min_band)
 
 
 def _middle(values: np.ndarray) -> float:
@@ -224,20 +265,30 @@ def _middle(values: np.ndarray) -> float:
     return float(np.partition(values, middle)[middle])
 
 
-def _yaw_box(points: np.ndarray, centroid: np.ndarray, percentiles: tuple[float, float]) -> OrientedBox:
-    """The box about the camera's y axis (see the module docstring) of (3, M) points."""
-    centred = points - centroid.astype(np.float32)[:, None]                    # (3, M)
-    scatter = (centred @ centred.T).tolist()                                   # 3x3
-    # Major axis of the x-z footprint's scatter, at angle `major` from x towards z (2x2 PCA).
-    major = 0.5 * math.atan2(2.0 * scatter[0][2], scatter[0][0] - scatter[2][2])
-    yaw = -major                                                                # x' = (cos, 0, -sin)
-    if abs(yaw) > math.pi / 4:
-        yaw -= math.copysign(math.pi / 2, yaw)                                  # the axis nearer camera x
-    rotation = _rotation_about_y(yaw)
-    local = rotation.T.astype(np.float32) @ centred                            # (3, M) in box axes
-    ranks = [round(p / 100 * (points.shape[1] - 1)) for p in percentiles]
-    low, high = np.partition(local, ranks, axis=1)[:, ranks].T.astype(np.float64)   # (3,), (3,)
-    return OrientedBox(centroid + rotation @ ((low + high) / 2), high - low, yaw)
+def _yaw_boxes(point_sets: list[np.ndarray], centroids: np.ndarray, percentiles: tuple[float, float]
+               ) -> list[OrientedBox]:
+    """The boxes about the camera's y axis (see the module docstring) of I point sets (3, M_i), M_i <=
+    BOX_POINTS, with their centroids (I, 3): all at once, the sets side by side in a zero-padded array."""
+    if not point_sets:
+        return []
+    counts = np.array([points.shape[1] for points in point_sets])
+    centred = np.zeros((len(point_sets), 3, counts.max()), np.float32)        # (I, 3, M)
+    for index, points in enumerate(point_sets):
+        np.subtract(points, centroids[index].astype(np.float32)[:, None], out=centred[index, :, :counts[index]])
+    scatter = (centred @ centred.transpose(0, 2, 1)).astype(np.float64)        # (I, 3, 3); padding adds zeros
+    # Major axis of each x-z footprint's scatter, at angle `major` from x towards z (2x2 PCA).
+    yaw = -0.5 * np.arctan2(2.0 * scatter[:, 0, 2], scatter[:, 0, 0] - scatter[:, 2, 2])   # x' = (cos, 0, -sin)
+    yaw = np.where(np.abs(yaw) > math.pi / 4, yaw - np.copysign(math.pi / 2, yaw), yaw)    # the axis nearer x
+    rotations = np.stack([_rotation_about_y(angle) for angle in yaw.tolist()])            # (I, 3, 3)
+    local = rotations.transpose(0, 2, 1).astype(np.float32) @ centred          # (I, 3, M) in box axes
+    local[np.arange(local.shape[2]) >= counts[:, None, None].repeat(3, axis=1)] = np.inf   # padding sorts last
+    ordered = np.sort(local, axis=2)
+    ranks = np.array([[round(p / 100 * (count - 1)) for p in percentiles] for count in counts.tolist()])   # (I, 2)
+    rows = np.arange(len(point_sets))[:, None]
+    low = ordered[rows, np.arange(3), ranks[:, :1]].astype(np.float64)         # (I, 3)
+    high = ordered[rows, np.arange(3), ranks[:, 1:]].astype(np.float64)
+    centres = centroids + (rotations @ ((low + high) / 2)[:, :, None])[:, :, 0]
+    return [OrientedBox(centre, size, angle) for centre, size, angle in zip(centres, high - low, yaw.tolist())]
 
 
 def _rotation_about_y(angle: float) -> np.ndarray:

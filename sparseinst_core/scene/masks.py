@@ -36,9 +36,9 @@ class InstanceMask:
         cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
         return cls(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], x + int(cols[0]), y + int(rows[0]))
 
-    @property
+    @cached_property
     def box(self) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) with x1, y1 exclusive, in image pixels."""
+        """(x0, y0, x1, y1) with x1, y1 exclusive, in image pixels (made once: the tracker reads it per pair)."""
         return self.x, self.y, self.x + self.mask.shape[1], self.y + self.mask.shape[0]
 
     @cached_property
@@ -52,8 +52,12 @@ class InstanceMask:
         return np.array([self.x + (width - 1) / 2.0, self.y + (height - 1) / 2.0])
 
     def shifted(self, dx: int, dy: int) -> "InstanceMask":
-        """The same pixels moved by (dx, dy) image pixels."""
-        return InstanceMask(self.mask, self.x + int(dx), self.y + int(dy))
+        """The same pixels moved by (dx, dy) image pixels (with the area, if counted: the tracker moves every
+        track's mask each frame and compares it with several others)."""
+        moved = InstanceMask(self.mask, self.x + int(dx), self.y + int(dy))
+        if "area" in self.__dict__:
+            moved.__dict__["area"] = self.__dict__["area"]          # the cached_property's own slot
+        return moved
 
     def to_image(self, height: int, width: int) -> np.ndarray:
         """(height, width) bool image of the mask; parts outside the image are dropped."""

@@ -128,6 +128,20 @@ class _Track:
     has_velocity: bool = False
 
 
+@dataclass(frozen=True)
+class _Prediction:
+    """A track predicted to a frame's stamp: box centre (pixels), object size (pixels), gates, range (NaN
+    without depth), the cost of its age, and the masks to compare (predicted, and the last one if it moved)."""
+
+    centre: tuple[float, float]
+    size: float
+    centre_gate: float
+    range_gate: float
+    predicted_range: float
+    age_cost: float
+    candidates: tuple[InstanceMask, ...]
+
+
 class MaskTracker:
     """Assigns track ids to each frame's instances; see the module docstring for the method."""
 
@@ -169,45 +183,75 @@ class MaskTracker:
         return TrackIds(ids, confirmed)
 
     def _cost_matrix(self, stamp: float, observations: Sequence[Observation]) -> np.ndarray:
-        """(T, N) cost of each track-observation pair, _INFEASIBLE outside the gates."""
+        """(T, N) cost of each track-observation pair, _INFEASIBLE outside the gates.
+
+        Everything but the mask IoU is computed for all pairs at once; the IoU only for pairs of one class
+        whose boxes overlap (the others have none), with each track's predicted mask made once per frame.
+        """
         config = self.config
         cost = np.full((len(self._tracks), len(observations)), _INFEASIBLE)
-        centres = [obs.mask.centre().tolist() for obs in observations]
-        boxes = [obs.mask.box for obs in observations]
-        ranges = [None if obs.centroid is None else math.hypot(*obs.centroid) for obs in observations]
-        for track_index, track in enumerate(self._tracks):
-            unseen = stamp - track.last_seen
-            shift_x, shift_y = (track.velocity * unseen).tolist()
-            predicted_x, predicted_y = track.centre[0] + shift_x, track.centre[1] + shift_y
-            moved = round(shift_x) != 0 or round(shift_y) != 0
-            predicted_mask = track.mask.shifted(round(shift_x), round(shift_y))
-            size = max(math.sqrt(track.mask.mask.size), 1.0)                  # sqrt of the box's area
-            centre_gate = (config.max_centre_distance + config.centre_distance_growth * unseen
-                           + config.turn_allowance * math.hypot(shift_x, shift_y) / size)   # object sizes
-            range_gate = config.max_range_difference + config.range_difference_growth * unseen
-            predicted_range = (None if track.centroid is None
-                               else math.hypot(*(track.centroid + track.velocity_3d * unseen)))
-            age_cost = config.age_weight * min(unseen / config.track_max_age, 1.0)
-            if track.hits < config.track_min_hits:
-                age_cost += config.tentative_weight
-            for obs_index, obs in enumerate(observations):
-                if obs.class_id != track.class_id:
-                    continue
-                centre_x, centre_y = centres[obs_index]
-                centre_distance = math.hypot(centre_x - predicted_x, centre_y - predicted_y) / size
-                candidates = [predicted_mask, track.mask] if moved else [predicted_mask]   # moved, or stopped
-                iou = max((mask_iou(mask, obs.mask) for mask in candidates
-                           if _boxes_overlap(mask.box, boxes[obs_index])), default=0.0)
-                if iou < config.min_iou and centre_distance > centre_gate:
-                    continue
-                pair_cost = 1.0 - iou + config.centre_weight * min(centre_distance / centre_gate, 1.0)
-                if predicted_range is not None and ranges[obs_index] is not None:
-                    range_difference = abs(ranges[obs_index] - predicted_range)
-                    if range_difference > range_gate:
-                        continue
-                    pair_cost += config.range_weight * range_difference / range_gate
-                cost[track_index, obs_index] = pair_cost + age_cost + config.score_weight * (1.0 - obs.score)
+        if not self._tracks or not observations:
+            return cost
+        boxes = np.array([obs.mask.box for obs in observations], np.int64).reshape(-1, 4)   # (N, 4)
+        centres = np.stack([boxes[:, 0] + (boxes[:, 2] - boxes[:, 0] - 1) / 2.0,
+                            boxes[:, 1] + (boxes[:, 3] - boxes[:, 1] - 1) / 2.0], axis=1)  # (N, 2), as centre()
+        ranges = np.array([np.nan if obs.centroid is None else math.hypot(*obs.centroid) for obs in observations])
+        scores = np.array([obs.score for obs in observations], np.float64)
+        same_class = (np.array([track.class_id for track in self._tracks])[:, None]
+                      == np.array([obs.class_id for obs in observations])[None, :])          # (T, N)
+        motion = [self._predicted(track, stamp) for track in self._tracks]
+        predicted_centres = np.array([m.centre for m in motion])                           # (T, 2)
+        sizes, centre_gates, range_gates, predicted_ranges, age_costs = (
+            np.array([getattr(m, name) for m in motion], np.float64)
+            for name in ("size", "centre_gate", "range_gate", "predicted_range", "age_cost"))
+        offsets = centres[None, :, :] - predicted_centres[:, None, :]                      # (T, N, 2)
+        centre_distance = np.hypot(offsets[..., 0], offsets[..., 1]) / sizes[:, None]      # (T, N) object sizes
+        iou = np.zeros(cost.shape)
+        for track_index, obs_index in zip(*np.nonzero(same_class & self._any_box_overlaps(motion, boxes))):
+            obs_mask = observations[obs_index].mask
+            iou[track_index, obs_index] = max((mask_iou(mask, obs_mask) for mask in motion[track_index].candidates
+                                               if _boxes_overlap(mask.box, obs_mask.box)), default=0.0)
+        feasible = same_class & ~((iou < config.min_iou) & (centre_distance > centre_gates[:, None]))
+        pair_cost = 1.0 - iou + config.centre_weight * np.minimum(centre_distance / centre_gates[:, None], 1.0)
+        range_difference = np.abs(ranges[None, :] - predicted_ranges[:, None])             # NaN without depth
+        with_range = ~np.isnan(range_difference)
+        feasible &= ~(with_range & (range_difference > range_gates[:, None]))
+        pair_cost = np.where(with_range, pair_cost + config.range_weight * range_difference / range_gates[:, None],
+                             pair_cost)
+        total = pair_cost + age_costs[:, None] + config.score_weight * (1.0 - scores[None, :])
+        cost[feasible] = total[feasible]
         return cost
+
+    def _predicted(self, track: _Track, stamp: float) -> "_Prediction":
+        """Where `track` should be at `stamp`, and its gates there."""
+        config = self.config
+        unseen = stamp - track.last_seen
+        shift_x, shift_y = (track.velocity * unseen).tolist()
+        moved = round(shift_x) != 0 or round(shift_y) != 0
+        predicted_mask = track.mask.shifted(round(shift_x), round(shift_y))
+        size = max(math.sqrt(track.mask.mask.size), 1.0)                      # sqrt of the box's area
+        age_cost = config.age_weight * min(unseen / config.track_max_age, 1.0)
+        if track.hits < config.track_min_hits:
+            age_cost += config.tentative_weight
+        return _Prediction(
+            centre=(track.centre[0] + shift_x, track.centre[1] + shift_y), size=size,
+            centre_gate=(config.max_centre_distance + config.centre_distance_growth * unseen
+                         + config.turn_allowance * math.hypot(shift_x, shift_y) / size),   # object sizes
+            range_gate=config.max_range_difference + config.range_difference_growth * unseen,
+            predicted_range=(np.nan if track.centroid is None
+                             else math.hypot(*(track.centroid + track.velocity_3d * unseen))),
+            age_cost=age_cost,
+            candidates=(predicted_mask, track.mask) if moved else (predicted_mask,))   # moved, or stopped
+
+    @staticmethod
+    def _any_box_overlaps(motion: list["_Prediction"], boxes: np.ndarray) -> np.ndarray:
+        """(T, N): whether an observation's box (N, 4) overlaps a box of the track's candidate masks."""
+        overlaps = np.zeros((len(motion), len(boxes)), bool)
+        for index in range(max(len(m.candidates) for m in motion)):
+            candidate = np.array([m.candidates[min(index, len(m.candidates) - 1)].box for m in motion])   # (T, 4)
+            overlaps |= ((candidate[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 0] < candidate[:, None, 2])
+                         & (candidate[:, None, 1] < boxes[None, :, 3]) & (boxes[None, :, 1] < candidate[:, None, 3]))
+        return overlaps
 
     def _observe(self, track: _Track, stamp: float, obs: Observation) -> None:
         """Update a matched track with its new observation."""

@@ -44,8 +44,8 @@ from .benchmark.variants import CAMERA_SHAPE, camera_image, input_geometry, nati
 
 LARGE_FRAME = (3000, 4000)
 # (preset, input size, backend, precision): the CPU paths of the issue's targets
-PATHS = [(preset, 640, backend, precision) for preset in ("r50_giam", "r18_giam")
-         for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))]
+CPU_ENGINES = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"))
+PATHS = [(preset, 640, backend, precision) for preset in ("r50_giam", "r18_giam") for backend, precision in CPU_ENGINES]
 PATHS.append(("r18_giam", 448, "torch", "bf16"))
 
 
@@ -67,9 +67,9 @@ def predictor_for(model, size: int, backend: str, precision: str, export_dir: Pa
     """A predictor at shorter side `size` (longer side 4/3 of it) keeping every query above score 0."""
     geometry = input_geometry(size)
     options = dict(min_size=size, max_size=geometry.max_size, score_threshold=0.0, device="cpu", precision=precision)
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         height, width = geometry.padded
-        options.update(backend="onnxruntime", input_size=(height, width),   # a file per model and size
+        options.update(backend=backend, input_size=(height, width),         # a file per model and size
                        onnx_path=export_dir / f"{id(model)}_{height}x{width}.onnx")
     return Predictor(model, **options)
 

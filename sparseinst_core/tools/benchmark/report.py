@@ -41,6 +41,7 @@ def markdown_report(results: BenchmarkResults) -> str:
               f"{_fmt(r.backbone_ms)} | {_fmt(r.encoder_ms)} | {_fmt(r.decoder_ms)} | {_fmt(r.network_ms)} | "
               f"{_fmt(r.postprocess_ms)} | {100 * r.postprocess_share:.1f} | {_fmt(r.end_to_end_ms)} | {r.fps:.2f} | "
               f"{r.gflops:.1f} | {100 * r.fraction_of_peak:.0f} |" for r in results.rows]
+    lines += fastest_paths(results.rows)
     if results.ratios:
         lines += ["", "## Speed-ups (throughput ratios)", "",
                   "End-to-end interleaved: the median over rounds in which every variant ran once in turn, so both "
@@ -75,6 +76,31 @@ def markdown_report(results: BenchmarkResults) -> str:
                   f"{m.gflops:.1f} | {m.params_m:.1f} |" for m in results.maskrcnn]
     lines += ["", "FLOPs = 2 x multiply-accumulates, counted by `torch.utils.flop_counter` (+ deformable convs).", ""]
     return "\n".join(lines)
+
+
+def fastest_paths(rows: list[VariantResult]) -> list[str]:
+    """Markdown lines naming the fastest path (lowest end-to-end, batch 1) of each preset and device, at each
+    size and over all sizes, with its post-processing share."""
+    single = [r for r in rows if r.batch == 1]
+    if not single:
+        return []
+    lines = ["", "## Fastest path per preset", "",
+             "Lowest end-to-end latency (best of the repeats) among the paths measured, batch 1.", "",
+             "| preset | device | size | fastest path | end-to-end ms | FPS | post % | next fastest |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[VariantResult]] = {}
+    for r in single:
+        groups.setdefault((r.preset, r.device, r.size), []).append(r)
+        groups.setdefault((r.preset, r.device, "any"), []).append(r)
+    for (preset, device, size), candidates in groups.items():
+        best, *others = sorted(candidates, key=lambda r: r.end_to_end_ms)
+        runner_up = (f"{others[0].backend} {others[0].precision}" + (f" at {others[0].size}" if size == "any" else "")
+                     + f" ({others[0].end_to_end_ms:.1f} ms)") if others else "-"
+        lines.append(f"| {preset} | {device} | {size} | **{best.backend} {best.precision}**"
+                     + (f" at {best.size}" if size == "any" else "")
+                     + f" | {best.end_to_end_ms:.1f} | {best.fps:.2f} | {100 * best.postprocess_share:.1f} "
+                     f"| {runner_up} |")
+    return lines
 
 
 def plot(results: BenchmarkResults, path: Path) -> None:
