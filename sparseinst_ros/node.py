@@ -1,15 +1,17 @@
 """The SparseInst ROS 2 node: camera images in, instances out, never behind the camera.
 
 `SparseInstPipeline` adapts the library to ROS: it declares the parameters (`parameters`), creates the
-publishers, subscriptions, service and timer, converts messages (`conversions`, `detections`), runs the
-model in a `frame_loop.FrameLoop` on the latest frame only (or, with `drop_frames: false`, on every frame from
-a bounded queue, for replayed recordings), and reports `health`. `SparseInstNode` (plain,
-everything at start-up) and `sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide
-*when* its steps run: load the model, open the outputs, open the inputs, and undo each.
+publishers and subscriptions of its `cameras`, a service and a timer, converts messages (`conversions`,
+`detections`), runs the model in a `frame_loop.FrameLoop` on the latest frame of each camera, in one batch
+(or, with `drop_frames: false`, on every frame from a bounded queue, for replayed recordings), and reports
+`health`. `SparseInstNode` (plain, everything at start-up) and
+`sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide *when* its steps run: load the
+model, open the outputs, open the inputs, and undo each.
 """
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import rclpy
 import torch
@@ -19,19 +21,18 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Detection2DArray
 
 from sparseinst_core.inference import LoadedPredictor, load_predictor
 
-from .camera_info import CameraInfoPairing, camera_info_topic
+from .cameras import cameras_of, diagnostic_values
 from .conversions import ImageConversionError, check_message
 from .detections import resolve_class_filter
 from .failures import StartUpError, failure_report, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming, pending_frames
 from .frame_processor import FrameProcessor
-from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
+from .health import NodeGraph, Troubleshooting, diagnostic_status
 from .memory import release_free_memory
 from .parameters import (INPUT_QOS, NODE_NAME, PARAMETERS, change_error, declare_parameters, input_qos,
                          loader_arguments)
@@ -65,16 +66,15 @@ class SparseInstPipeline:
         self.model: LoadedPredictor | None = None
         self.processor: FrameProcessor | None = None
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
-        self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
         self.receive_buffers = ReceiveBuffers()
         self.heap_to_trim = False
-        self.sizes = SizeChanges()
         self.publishers: dict[str, object] = {}
         self.subscriptions: list = []
         self.timers: list = []
         self.enable_service = None
         declare_parameters(node)
+        self.cameras = cameras_of(self.param("image_topics"))
         self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
@@ -130,18 +130,15 @@ class SparseInstPipeline:
         self.logger.info("unloaded the model")
 
     def open_outputs(self) -> None:
-        create = self._create_publisher
-        self.publishers = {
-            "detections": create(Detection2DArray, "~/detections", OUTPUT_QOS),
-            "instance_mask": create(Image, "~/instance_mask", OUTPUT_QOS),
-            "camera_info": create(CameraInfo, "~/camera_info", OUTPUT_QOS),
-            "diagnostics": create(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
-        }
-        if self.param("publish_overlay"):
-            self.publishers["overlay"] = create(Image, "~/overlay", OUTPUT_QOS)
+        self.cameras = cameras_of(self.param("image_topics"))
+        for camera in self.cameras:
+            camera.open_outputs(self._create_publisher, OUTPUT_QOS, self.param("publish_overlay"))
+        self.publishers = {"diagnostics": self._create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)}
         self.enable_service = self.node.create_service(SetBool, "~/enable", self.on_enable)
 
     def close_outputs(self) -> None:
+        for camera in self.cameras:
+            camera.close_outputs(self._destroy_publisher)
         for publisher in self.publishers.values():
             self._destroy_publisher(publisher)
         self.publishers = {}
@@ -150,28 +147,26 @@ class SparseInstPipeline:
             self.enable_service = None
 
     def open_inputs(self) -> None:
-        """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
-        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size")))
-        image_topic = self.node.resolve_topic_name("image")
-        self.subscriptions.append(self._subscribe_image())
+        """Subscribe to each camera's image (or its compressed transport) and the sibling camera_info (image
+        subscriptions first, in camera order); start inference."""
+        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size"), len(self.cameras)))
+        self.subscriptions = [self._subscribe_image(index) for index in range(len(self.cameras))]
         self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
-        self.subscriptions.append(self.node.create_subscription(
-            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
+        self.subscriptions += [camera.subscribe_camera_info(self.node, INPUT_QOS[self.param("input_qos")])
+                               for camera in self.cameras]
         self.sequence_gaps.forget_publishers()
         self.loop.start()
         # Rates and durations are this machine's work: wall-clock periods, also under sim time (and while a replay
         # is paused); ages (stamp to now) use the node's clock.
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report,
                                                   clock=Clock(clock_type=ClockType.STEADY_TIME)))
-        self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
+        topics = ", ".join(s.topic_name for s in self.subscriptions[:len(self.cameras)])
+        self.logger.info(f"listening on {topics} ({self.param('input_qos')} QoS)")
 
-    def _subscribe_image(self):
+    def _subscribe_image(self, camera: int = 0):
         qos = input_qos(self.param("input_qos"), self.param("drop_frames"), self.param("queue_size"))
-        if self.param("compressed_input"):
-            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
-            topic = self.node.resolve_topic_name("image") + "/compressed"
-            return self.node.create_subscription(CompressedImage, topic, self.on_image, qos)
-        return self.node.create_subscription(Image, "image", self.on_image, qos)
+        return self.cameras[camera].subscribe_image(self.node, partial(self.on_image, camera=camera), qos,
+                                                    self.param("compressed_input"))
 
     def close_inputs(self) -> None:
         """Stop receiving and let the inference thread finish its current frame."""
@@ -183,8 +178,9 @@ class SparseInstPipeline:
         self.loop.stop()
 
     # ------------------------------------------------------------------------------------------- callbacks
-    def on_image(self, msg: Image | CompressedImage, info) -> None:
-        """Count, check the header (cheap), and make the frame the pending one; no pixel work here."""
+    def on_image(self, msg: Image | CompressedImage, info, camera: int = 0) -> None:
+        """Count, check the header (cheap), and make the frame its camera's pending one; no pixel work here."""
+        self.cameras[camera].received += 1
         if not self.loop.count_arrival(_age_ms(self.node, msg.header.stamp), self.sequence_gaps.add(info)):
             return                                           # paused
         # Malformed frames are counted here, not in the inference thread: under load most frames are
@@ -195,16 +191,13 @@ class SparseInstPipeline:
             self.count_bad_input(error.cause, str(error))
             if self.receive_buffers.refused(len(msg.data)) and self.subscriptions:
                 # the middleware lets go of the buffer it grew for this message with the old subscription
-                self.node.destroy_subscription(self.subscriptions[0])
-                self.subscriptions[0] = self._subscribe_image()
+                self.node.destroy_subscription(self.subscriptions[camera])
+                self.subscriptions[camera] = self._subscribe_image(camera)
                 self.heap_to_trim = True
             return
         self.receive_buffers.accepted(len(msg.data))
         self.hints.frame_received(len(msg.data))
-        self.loop.submit(msg)
-
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        self.camera_info.add(msg)
+        self.loop.submit((camera, msg))
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
@@ -219,23 +212,24 @@ class SparseInstPipeline:
     def count_bad_input(self, cause: str, message: str) -> None:
         self.hints.bad_input(cause, message, self.loop.statistics.count_bad_input(cause))
 
-    def _note_size(self, height: int, width: int) -> None:
-        """A processed frame whose size differs from the previous one's: counted and said (not bad input)."""
-        change = self.sizes.check(height, width)
+    def _note_size(self, camera, height: int, width: int) -> None:
+        """A processed frame whose size differs from its camera's previous one: counted and said (not bad input)."""
+        change = camera.size_change(height, width)
         if change:
             self.hints.size_changed(change, self.loop.statistics.count_size_change())
             self.heap_to_trim = True
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
-        (msg,) = frames                                      # both policies hand over one frame per cycle
-        overlay = self.publishers.get("overlay")
-        (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
-                                   overlay=overlay is not None and overlay.get_subscription_count() > 0)
-        self._note_size(*output.image_size)
-        for name, message in output.messages.items():
-            self.publishers[name].publish(message)
-        return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
+        """One cycle's (camera index, message) pairs, at most one per camera, as one predictor batch."""
+        cameras, msgs = [self.cameras[index] for index, _ in frames], [msg for _, msg in frames]
+        outputs = self.processor(msgs, [camera.camera_info.match(msg.header) for camera, msg in zip(cameras, msgs)],
+                                 overlay=any(camera.overlay_wanted for camera in cameras))
+        for camera, output in zip(cameras, outputs):
+            self._note_size(camera, *output.image_size)
+            camera.publish(output.messages)
+        ages = [age for msg in msgs if (age := _age_ms(self.node, msg.header.stamp)) is not None]
+        return ProcessTiming(outputs[0].timings_ms["inference"], max(ages, default=None))
 
     def _on_process_error(self, error: Exception) -> None:
         if isinstance(error, ImageConversionError):
@@ -250,13 +244,13 @@ class SparseInstPipeline:
             self.heap_to_trim = False
             release_free_memory()
         stats = self.loop.snapshot()
-        self.hints.review(stats, self.camera_info.received)
+        self.hints.review(stats, self.cameras[0].camera_info.received)
         model = self.model
         status = diagnostic_status(
             stats, name=f"{self.node.get_fully_qualified_name()}: inference", image_topic=self.hints.image_topic,
             enabled=self.enabled, input_silent=self.hints.input_silent,
             device=str(model.predictor.device) if model else "", precision=model.predictor.precision if model else "",
-            model=model.description if model else "")
+            model=model.description if model else "", cameras=diagnostic_values(self.cameras, stats.period_s))
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.node.get_clock().now().to_msg()
         self.publishers["diagnostics"].publish(array_msg)
