@@ -123,3 +123,15 @@ def test_diagnostics_report_each_cameras_rates_and_counts(clients):
     for name in CAMERAS:
         assert int(values[f"camera /{name}/image_raw: frames processed"]) >= 1
         assert float(values[f"camera /{name}/image_raw: input rate (Hz)"]) >= 0.0
+
+
+def test_cameras_whose_outputs_would_collide_stop_start_up_in_one_line(tmp_path):
+    process = start_process("sparseinst_ros.node", tmp_path / "node.log",
+                            params=dict(device="cpu", image_topics=["/front/image_raw", "/front/image_rect"]))
+    assert process.process.wait(timeout=120) == 1
+    process.stop()
+    failures = [line for line in process.log().splitlines() if "start-up failed" in line]
+    assert len(failures) == 1 and "Traceback" not in process.log(), process.log()
+    assert failures[0].endswith("start-up failed: parameter 'image_topics': '/front/image_raw' and "
+                                "'/front/image_rect' have the same namespace '/front', so both cameras would publish "
+                                "to ~/front/detections, ...; give each camera a namespace of its own")
