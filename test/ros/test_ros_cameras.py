@@ -62,3 +62,24 @@ def test_each_camera_has_its_rates_and_counts_in_the_diagnostics_of_several_came
     assert (values["camera /rear/image_raw: input rate (Hz)"], values["camera /front/image_raw: output rate (Hz)"]) \
         == ("2.00", "0.00")
     assert diagnostic_values(cameras_of(None), period_s=1.0) == {}
+
+
+def test_the_pipeline_opens_each_cameras_topics(ros):
+    from rclpy.node import Node
+
+    from sparseinst_ros.node import SparseInstPipeline
+    node = Node("cameras_pipeline_test", parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("image_topics", value=["/front/image_raw", "rear/image_rect"])])
+    pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
+    try:
+        pipeline.open_outputs()
+        pipeline.open_inputs()
+        assert {name: publisher.topic_name for name, publisher in pipeline.cameras[1].publishers.items()} == {
+            name: f"/cameras_pipeline_test/rear/{name}" for name in ("detections", "instance_mask", "camera_info",
+                                                                      "overlay")}
+        assert [s.topic_name for s in pipeline.subscriptions] == [
+            "/front/image_raw", "/rear/image_rect", "/front/camera_info", "/rear/camera_info"]
+    finally:
+        pipeline.close_inputs()
+        pipeline.close_outputs()
+        node.destroy_node()
