@@ -7,7 +7,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 # rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
 export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
-.PHONY: install demo demo-offline test bench bench-train bench-node bench-gpu bench-bag clean
+.PHONY: install demo demo-offline test bench bench-train bench-node bench-cameras bench-gpu bench-bag clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ bench-train: install
 
 bench-node: install
 	$(PY) -m sparseinst_ros.tools.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
+
+bench-cameras: install
+	@mkdir -p outputs
+	$(PY) -m sparseinst_ros.tools.benchmark_cameras --cameras 4 --device cpu 2>&1 | tee outputs/benchmark_cameras.log
 
 # On a GPU machine, with its own python3 (PyTorch there), not the venv: wheels that scripts/gpu_wheels.sh
 # put in .whl/ are installed into /tmp/site first. docs/gpu.md says how; without CUDA it exits 2.

@@ -21,10 +21,12 @@ class DepthStream:
         self.images = DepthPairing(slop)
         self.camera_infos = CameraInfoPairing()
 
-    def subscribe(self, node, qos) -> list:
-        """Subscriptions to depth/image and depth/camera_info on `node`."""
-        return [node.create_subscription(Image, "depth/image", self.on_image, qos),
-                node.create_subscription(CameraInfo, "depth/camera_info", self.camera_infos.add, qos)]
+    def subscribe(self, node, qos, namespace: str = "") -> list:
+        """Subscriptions to `<namespace>/depth/image` and `<namespace>/depth/camera_info` on `node` (relative
+        `depth/image` and `depth/camera_info` without a namespace)."""
+        prefix = f"{namespace}/" if namespace else ""
+        return [node.create_subscription(Image, f"{prefix}depth/image", self.on_image, qos),
+                node.create_subscription(CameraInfo, f"{prefix}depth/camera_info", self.camera_infos.add, qos)]
 
     def on_image(self, msg: Image) -> None:
         self.images.add(stamp_ns(msg.header), msg)

@@ -4,19 +4,22 @@ No ROS here: the node submits messages, the loop hands them to `process` in its 
 what happened to each frame. Which frames wait is a policy object:
 - `LatestFrame` (the node's): at most one pending frame, a newer one replaces it (counted as dropped),
   so a result is never older than one inference plus one frame period;
+- `LatestFramePerCamera` (the node's with several cameras): the same, one pending frame per camera, and
+  every camera's pending frame goes to `process` in the same cycle (one batch), so no camera waits for
+  another;
 - `FrameQueue` (the node's with `drop_frames: false`, for replaying recordings): every frame in arrival
   order from a bounded queue; when full the oldest is dropped.
 A frame is whatever the caller submits (an image message, or a colour image paired with its depth).
-`process` receives the frames of one cycle as a list, so a policy that gathers the latest frame of
-several cameras can hand them over as one batch.
+`process` receives the frames of one cycle as a list.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 
 class LatestFrame:
@@ -40,6 +43,33 @@ class LatestFrame:
 
     def __len__(self) -> int:
         return int(self._frame is not None)
+
+
+class LatestFramePerCamera:
+    """At most one pending frame per camera (`camera_of(frame)`, default: the frame's first item, for
+    (camera, message) pairs); a newer frame of a camera replaces that camera's pending frame (dropped), and
+    `take` hands over the pending frames of all cameras at once, in the order the cameras first had one."""
+
+    def __init__(self, camera_of: Callable[[object], Hashable] = itemgetter(0)):
+        self._camera_of = camera_of
+        self._frames: dict = {}                 # camera -> its pending frame
+
+    def put(self, frame) -> bool:
+        """Make `frame` its camera's pending one; True when it replaced (dropped) an older frame of that camera."""
+        camera = self._camera_of(frame)
+        replaced = camera in self._frames
+        self._frames[camera] = frame
+        return replaced
+
+    def take(self) -> list:
+        frames, self._frames = list(self._frames.values()), {}
+        return frames
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 class FrameQueue:
@@ -69,9 +99,16 @@ class FrameQueue:
         return len(self._frames)
 
 
-def pending_frames(drop_frames: bool, queue_size: int) -> LatestFrame | FrameQueue:
-    """The policy the node's parameters name: the latest frame only, or every frame from a queue of `queue_size`."""
-    return LatestFrame() if drop_frames else FrameQueue(queue_size)
+PendingFrames = LatestFrame | LatestFramePerCamera | FrameQueue
+
+
+def pending_frames(drop_frames: bool, queue_size: int, cameras: int = 1) -> PendingFrames:
+    """The policy the node's parameters name: the latest frame only (of each of several `cameras`, whose frames
+    are (camera, message) pairs), or every frame from a queue of `queue_size` (one frame a cycle, in arrival
+    order whatever its camera)."""
+    if not drop_frames:
+        return FrameQueue(queue_size)
+    return LatestFrame() if cameras == 1 else LatestFramePerCamera()
 
 
 @dataclass(frozen=True)
@@ -222,7 +259,7 @@ class FrameLoop:
     """
 
     def __init__(self, process: Callable[[list], ProcessTiming | None], on_error: Callable[[Exception], None],
-                 pending: LatestFrame | FrameQueue | None = None, statistics: Statistics | None = None,
+                 pending: PendingFrames | None = None, statistics: Statistics | None = None,
                  name: str = "frame_loop"):
         self._process = process
         self._on_error = on_error
@@ -254,7 +291,7 @@ class FrameLoop:
         self._worker = threading.Thread(target=self._run, args=(self._generation,), name=self._name, daemon=True)
         self._worker.start()
 
-    def use_pending(self, pending: LatestFrame | FrameQueue) -> None:
+    def use_pending(self, pending: PendingFrames) -> None:
         """Change the policy while stopped (a lifecycle node takes the parameters of each activation)."""
         with self._condition:
             if self._worker is not None:

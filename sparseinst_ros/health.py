@@ -29,8 +29,10 @@ def _median(values) -> float:
 
 
 def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str, enabled: bool, input_silent: bool,
-                      device: str = "", precision: str = "", model: str = "") -> DiagnosticStatus:
-    """The node's status for one period: OK, or WARN with the most pressing reason, and every figure as a key."""
+                      device: str = "", precision: str = "", model: str = "",
+                      cameras: dict[str, str] | None = None) -> DiagnosticStatus:
+    """The node's status for one period: OK, or WARN with the most pressing reason, and every figure as a key;
+    `cameras`: each camera's figures, keyed `camera <image topic>: ...` (several cameras)."""
     period = stats.period_s
     level, message = DiagnosticStatus.OK, "running"
     if not enabled:
@@ -69,6 +71,7 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
         "precision": precision,
         "model": model,
         "image topic": image_topic,
+        **(cameras or {}),
     }
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=device,
                             values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -1,15 +1,17 @@
 """The SparseInst ROS 2 node: camera images in, instances out, never behind the camera.
 
 `SparseInstPipeline` adapts the library to ROS: it declares the parameters (`parameters`), creates the
-publishers, subscriptions, service and timer, converts messages (`conversions`, `detections`), runs the
-model in a `frame_loop.FrameLoop` on the latest frame only (or, with `drop_frames: false`, on every frame from
-a bounded queue, for replayed recordings), and reports `health`. `SparseInstNode` (plain,
-everything at start-up) and `sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide
-*when* its steps run: load the model, open the outputs, open the inputs, and undo each.
+publishers and subscriptions of its `cameras`, a service and a timer, converts messages (`conversions`,
+`detections`), runs the model in a `frame_loop.FrameLoop` on the latest frame of each camera, in one batch
+(or, with `drop_frames: false`, on every frame from a bounded queue, for replayed recordings), and reports
+`health`. `SparseInstNode` (plain, everything at start-up) and
+`sparseinst_ros.lifecycle_node.SparseInstLifecycleNode` (managed) only decide *when* its steps run: load the
+model, open the outputs, open the inputs, and undo each.
 """
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
@@ -17,20 +19,19 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from sparseinst_core.inference import LoadedPredictor, load_predictor
 
 from . import spinning
-from .camera_info import CameraInfoPairing, camera_info_topic
+from .cameras import cameras_of, diagnostic_values
 from .conversions import ImageConversionError, check_message
-from .depth_stream import DepthStream
 from .detections import resolve_class_filter
 from .failures import StartUpError, model_load_failure
 from .frame_loop import FrameLoop, ProcessTiming, pending_frames
 from .frame_processor import FrameProcessor, processor_from_parameters
-from .health import NodeGraph, SizeChanges, Troubleshooting, diagnostic_status
+from .health import NodeGraph, Troubleshooting, diagnostic_status
 from .memory import release_free_memory
 from .node_outputs import NodeOutputs
 from .parameters import (INPUT_QOS, NODE_NAME, PARAMETERS, change_error, declare_parameters, input_qos,
@@ -50,7 +51,7 @@ class SparseInstPipeline:
     """Parameters, model, subscriptions, frame loop and publishers of one node.
 
     `node` is a `Node` or a `LifecycleNode`; `create_publisher`/`destroy_publisher` are its (lifecycle)
-    publisher factory and its inverse. `on_image`, `on_camera_info`, `on_enable` and `on_set_parameters` are
+    publisher factory and its inverse. `on_image`, `on_enable` and `on_set_parameters` are
     the ROS callbacks.
     """
 
@@ -60,17 +61,15 @@ class SparseInstPipeline:
         self.model: LoadedPredictor | None = None
         self.processor: FrameProcessor | None = None
         self.hints = Troubleshooting(self.logger, NodeGraph(node))
-        self.camera_info = CameraInfoPairing()
         self.sequence_gaps = SequenceGapCounter()
         self.receive_buffers = ReceiveBuffers()
         self.heap_to_trim = False
-        self.sizes = SizeChanges()
         self.publishers = NodeOutputs(node, create_publisher, destroy_publisher)
-        self.depth: DepthStream | None = None
         self.subscriptions: list = []
         self.timers: list = []
         self.enable_service = None
         declare_parameters(node)
+        self.cameras = cameras_of(self.param("image_topics"))
         self.loop = FrameLoop(self._process, self._on_process_error, name="sparseinst_inference")
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
@@ -134,7 +133,8 @@ class SparseInstPipeline:
         self.logger.info("unloaded the model")
 
     def open_outputs(self) -> None:
-        self.publishers.open(overlay=self.param("publish_overlay"), depth=self.param("depth"))
+        self.cameras = cameras_of(self.param("image_topics"))
+        self.publishers.open(self.cameras, overlay=self.param("publish_overlay"), depth=self.param("depth"))
         self.publish_label_info()
         self.enable_service = self.node.create_service(SetBool, "~/enable", self.on_enable)
 
@@ -145,31 +145,30 @@ class SparseInstPipeline:
             self.enable_service = None
 
     def open_inputs(self) -> None:
-        """Subscribe to the image (or its compressed transport) and the sibling camera_info; start inference."""
-        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size")))
-        image_topic = self.node.resolve_topic_name("image")
-        self.subscriptions.append(self._subscribe_image())
+        """Subscribe to each camera's image (or its compressed transport), then the sibling camera_infos and,
+        with `depth`, the depth inputs; start inference."""
+        self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size"), len(self.cameras)))
+        self.subscriptions = [self._subscribe_image(index) for index in range(len(self.cameras))]
         self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
-        self.subscriptions.append(self.node.create_subscription(
-            CameraInfo, camera_info_topic(image_topic), self.on_camera_info, INPUT_QOS[self.param("input_qos")]))
-        self.depth = DepthStream(self.param("depth_slop")) if self.param("depth") else None
-        if self.depth is not None:
-            self.subscriptions += self.depth.subscribe(self.node, INPUT_QOS[self.param("input_qos")])
+        qos = INPUT_QOS[self.param("input_qos")]
+        self.subscriptions += [camera.subscribe_camera_info(self.node, qos) for camera in self.cameras]
+        for camera in self.cameras:
+            camera.depth = None
+            if self.param("depth"):
+                self.subscriptions += camera.subscribe_depth(self.node, qos, self.param("depth_slop"))
         self.sequence_gaps.forget_publishers()
         self.loop.start()
         # Rates and durations are this machine's work: wall-clock periods, also under sim time (and while a replay
         # is paused); ages (stamp to now) use the node's clock.
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report,
                                                   clock=Clock(clock_type=ClockType.STEADY_TIME)))
-        self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
+        topics = ", ".join(s.topic_name for s in self.subscriptions[:len(self.cameras)])
+        self.logger.info(f"listening on {topics} ({self.param('input_qos')} QoS)")
 
-    def _subscribe_image(self):
+    def _subscribe_image(self, camera: int = 0):
         qos = input_qos(self.param("input_qos"), self.param("drop_frames"), self.param("queue_size"))
-        if self.param("compressed_input"):
-            # image_transport naming: the compressed stream of <image> is <image>/compressed, after remapping
-            topic = self.node.resolve_topic_name("image") + "/compressed"
-            return self.node.create_subscription(CompressedImage, topic, self.on_image, qos)
-        return self.node.create_subscription(Image, "image", self.on_image, qos)
+        return self.cameras[camera].subscribe_image(self.node, partial(self.on_image, camera=camera), qos,
+                                                    self.param("compressed_input"))
 
     def close_inputs(self) -> None:
         """Stop receiving and let the inference thread finish its current frame."""
@@ -181,8 +180,9 @@ class SparseInstPipeline:
         self.loop.stop()
 
     # ------------------------------------------------------------------------------------------- callbacks
-    def on_image(self, msg: Image | CompressedImage, info) -> None:
-        """Count, check the header (cheap), and make the frame the pending one; no pixel work here."""
+    def on_image(self, msg: Image | CompressedImage, info, camera: int = 0) -> None:
+        """Count, check the header (cheap), and make the frame its camera's pending one; no pixel work here."""
+        self.cameras[camera].received += 1
         if not self.loop.count_arrival(_age_ms(self.node, msg.header.stamp), self.sequence_gaps.add(info)):
             return                                           # paused
         # Malformed frames are counted here, not in the inference thread: under load most frames are
@@ -193,8 +193,8 @@ class SparseInstPipeline:
             self.count_bad_input(error.cause, str(error))
             if self.receive_buffers.refused(len(msg.data)) and self.subscriptions:
                 # the middleware lets go of the buffer it grew for this message with the old subscription
-                self.node.destroy_subscription(self.subscriptions[0])
-                self.subscriptions[0] = self._subscribe_image()
+                self.node.destroy_subscription(self.subscriptions[camera])
+                self.subscriptions[camera] = self._subscribe_image(camera)
                 self.heap_to_trim = True
             return
         self.receive_buffers.accepted(len(msg.data))
@@ -202,10 +202,7 @@ class SparseInstPipeline:
         if self.processor is not None and self.processor.tracking is not None:   # the camera's frame interval
             stamp = msg.header.stamp
             self.processor.tracking.arrived(msg.header.frame_id, stamp.sec + 1e-9 * stamp.nanosec)
-        self.loop.submit(msg)
-
-    def on_camera_info(self, msg: CameraInfo) -> None:
-        self.camera_info.add(msg)
+        self.loop.submit((camera, msg))
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
@@ -220,26 +217,30 @@ class SparseInstPipeline:
     def count_bad_input(self, cause: str, message: str) -> None:
         self.hints.bad_input(cause, message, self.loop.statistics.count_bad_input(cause))
 
-    def _note_size(self, height: int, width: int) -> None:
-        """A processed frame whose size differs from the previous one's: counted and said (not bad input)."""
-        change = self.sizes.check(height, width)
+    def _note_size(self, camera, height: int, width: int) -> None:
+        """A processed frame whose size differs from its camera's previous one: counted and said (not bad input)."""
+        change = camera.size_change(height, width)
         if change:
             self.hints.size_changed(change, self.loop.statistics.count_size_change())
             self.heap_to_trim = True
 
     # ------------------------------------------------------------------------------------------- inference
     def _process(self, frames: list) -> ProcessTiming:
-        (msg,) = frames                                      # both policies hand over one frame per cycle
-        depths = None if self.depth is None else [self.depth.paired(msg.header)]
-        (output,) = self.processor([msg], [self.camera_info.match(msg.header)],
-                                   overlay=self.publishers.overlay_wanted(), depths=depths)
-        self._note_size(*output.image_size)
-        if output.depth_problem is not None:
-            self.loop.statistics.count_depth_problem(output.depth_problem.cause)
-            self.hints.depth_problem(output.depth_problem.cause, str(output.depth_problem))
-        self.loop.statistics.count_without_3d(output.num_without_3d)
-        self.publishers.publish(output.messages)
-        return ProcessTiming(output.timings_ms["inference"], _age_ms(self.node, msg.header.stamp))
+        """One cycle's (camera index, message) pairs, at most one per camera, as one predictor batch."""
+        cameras, msgs = [self.cameras[index] for index, _ in frames], [msg for _, msg in frames]
+        depths = [camera.depth and camera.depth.paired(msg.header) for camera, msg in zip(cameras, msgs)]
+        outputs = self.processor(msgs, [camera.camera_info.match(msg.header) for camera, msg in zip(cameras, msgs)],
+                                 overlay=any(camera.overlay_wanted for camera in cameras),
+                                 depths=depths if self.param("depth") else None)
+        for camera, output in zip(cameras, outputs):
+            self._note_size(camera, *output.image_size)
+            if output.depth_problem is not None:
+                self.loop.statistics.count_depth_problem(output.depth_problem.cause)
+                self.hints.depth_problem(output.depth_problem.cause, str(output.depth_problem))
+            self.loop.statistics.count_without_3d(output.num_without_3d)
+            camera.publish(output.messages)
+        ages = [age for msg in msgs if (age := _age_ms(self.node, msg.header.stamp)) is not None]
+        return ProcessTiming(outputs[0].timings_ms["inference"], max(ages, default=None))
 
     def _on_process_error(self, error: Exception) -> None:
         if isinstance(error, ImageConversionError):
@@ -254,13 +255,13 @@ class SparseInstPipeline:
             self.heap_to_trim = False
             release_free_memory()
         stats = self.loop.snapshot()
-        self.hints.review(stats, self.camera_info.received)
+        self.hints.review(stats, self.cameras[0].camera_info.received)
         model = self.model
         status = diagnostic_status(
             stats, name=f"{self.node.get_fully_qualified_name()}: inference", image_topic=self.hints.image_topic,
             enabled=self.enabled, input_silent=self.hints.input_silent,
             device=str(model.predictor.device) if model else "", precision=model.predictor.precision if model else "",
-            model=model.description if model else "")
+            model=model.description if model else "", cameras=diagnostic_values(self.cameras, stats.period_s))
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.node.get_clock().now().to_msg()
         self.publishers.publish({"diagnostics": array_msg})

@@ -19,6 +19,7 @@ from sparseinst_core.inference.defaults import (BACKENDS, DEVICES, MASK_THRESHOL
 from sparseinst_core.inference.label_image import MAX_LABEL
 from sparseinst_core.inference.loader import DEMO_WEIGHTS
 
+from .cameras import image_topics_error
 from .conversions import MAX_INPUT_PIXELS
 
 NODE_NAME = "sparseinst_node"     # the outputs are ~/<name>: /sparseinst_node/detections, ...
@@ -85,6 +86,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "max_instances": ParameterSpec(MAX_INSTANCES, "at most this many instances per image, best scores first",
                                    _INTEGER, range=(1, MAX_LABEL)),
     "publish_overlay": ParameterSpec(True, "publish ~/overlay (drawn only while someone subscribes)", _BOOL),
+    # Like `classes`, an empty list is unset: the one camera on the topic `image`.
+    "image_topics": ParameterSpec(None, "image topics of several cameras, batched into one inference per cycle; "
+                                  "each camera's outputs go to ~/<its topic's namespace>/detections, ... (see "
+                                  "sparseinst_ros.cameras); empty: the one topic image",
+                                  ParameterType.PARAMETER_STRING_ARRAY, dynamic_typing=True),
     "compressed_input": ParameterSpec(False, "subscribe to <image>/compressed (JPEG/PNG) instead of image", _BOOL),
     "max_input_pixels": ParameterSpec(MAX_INPUT_PIXELS, "larger images (width x height, raw or compressed) are "
                                       "refused before decoding", _INTEGER, range=(1, 2**31 - 1)),
@@ -130,12 +136,25 @@ def class_filter_error(parameter: Parameter) -> str | None:
             f"{parameter.type_.name.lower()} {parameter.value!r}")
 
 
+def image_topics_parameter_error(parameter: Parameter) -> str | None:
+    """Why a value of the `image_topics` parameter names no cameras (see `cameras.image_topics_error`); None when
+    it does (an empty array of any type is the one topic `image`)."""
+    if parameter.type_ == Parameter.Type.NOT_SET or (parameter.type_ in _ARRAYS and len(parameter.value) == 0):
+        return None
+    if parameter.type_ != Parameter.Type.STRING_ARRAY:
+        return (f"parameter 'image_topics' must be a list of topic names (empty for the one topic image), got "
+                f"{parameter.type_.name.lower()} {parameter.value!r}")
+    return image_topics_error(list(parameter.value))
+
+
 def value_error(parameter: Parameter) -> str | None:
     """Why a value does not fit its parameter's type and range (what rclpy refuses when the node declares it,
     checked here for the offline tools that read the node's parameters file); None when it fits."""
     spec = PARAMETERS[parameter.name]
     if parameter.name == "classes":
         return class_filter_error(parameter)
+    if parameter.name == "image_topics":
+        return image_topics_parameter_error(parameter)
     if parameter.type_.value != spec.type:
         return (f"parameter {parameter.name!r} must be of type {_TYPE_NAMES[spec.type]}, got "
                 f"{parameter.type_.name.lower()} {parameter.value!r}")
@@ -175,6 +194,8 @@ def change_error(parameters: Iterable[Parameter], model_loaded: bool) -> str | N
         return f"{', '.join(deleted)} cannot be deleted: the node needs a value for each of its parameters{hint}"
     if "classes" in changes and class_filter_error(changes["classes"]):
         return class_filter_error(changes["classes"])
+    if "image_topics" in changes and image_topics_parameter_error(changes["image_topics"]):
+        return image_topics_parameter_error(changes["image_topics"])
     static = sorted(set(changes) - set(RUNTIME_PARAMETERS))
     if static and model_loaded:
         return (f"{', '.join(static)} cannot change while the model is loaded; only {', '.join(RUNTIME_PARAMETERS)} "

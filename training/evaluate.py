@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none",
                         help="inference precision: none (fp32), fp16 (CUDA) or bf16")
     parser.add_argument("--batch-size", type=int, default=1,
-                        help="images per forward pass and process (more than 1 pads images to a common size, "
-                             "which the node never does)")
+                        help="images per predictor call and process (images of one padded size share a forward "
+                             "pass; the results equal batch size 1's up to float rounding)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
     parser.add_argument("--score-threshold", type=float, default=EVAL_SCORE_THRESHOLD,
                         help="keep instances above this score (official evaluation: 0.005)")

@@ -138,30 +138,49 @@ class Predictor:
         """Pad to a common size, a multiple of 32 (or the backend's fixed size), with the pixel mean."""
         return pad_batch(tensors, self.pixel_mean, self.backend.input_size)
 
+    def padded_size(self, tensor: torch.Tensor) -> tuple[int, int]:
+        """The network input size of a preprocessed (3, h, w) image: the backend's fixed size, else (h, w)
+        rounded up to a multiple of 32."""
+        return tuple(self.backend.input_size) if self.backend.input_size else padded_shape(*tensor.shape[-2:])
+
     @torch.inference_mode()
     def __call__(self, images):
+        """Images of one padded size run as one batch; each padded size is a batch of its own, because the
+        instance activation maps are normalised over the whole feature map: padding an image further than
+        its own padded size would change its results."""
         single = isinstance(images, np.ndarray)
         images = [validate_image(im) for im in ([images] if single else images)]
-        if not images:
-            return []
         tensors = [self.preprocess(im) for im in images]
-        batch = self.batch(tensors)
-        if self.backend.batch_size == 1 and len(images) > 1:  # a batch-1 ONNX model: one image at a time
-            outputs = [self.backend(batch[i:i + 1]) for i in range(len(images))]
-            outputs = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
-        else:
-            outputs = self.backend(batch)      # the backend moves it (through pinned memory on CUDA)
-        results = []
-        for index, (image, tensor) in enumerate(zip(images, tensors)):
-            scores, labels, masks = self.postprocess(
-                outputs["pred_logits"][index], outputs["pred_scores"][index], outputs["pred_masks"][index],
-                padded_size=batch.shape[-2:], image_size=tensor.shape[-2:], original_size=image.shape[:2],
-                score_threshold=self.score_threshold, mask_threshold=self.mask_threshold,
-                max_instances=self.max_instances, classes=self.classes)
-            scores, labels = scores.float().cpu().numpy(), labels.cpu().numpy()
-            results.append(Instances(scores, labels, mask_crops=masks.numpy()) if isinstance(masks, MaskCrops)
-                           else Instances(scores, labels, masks.cpu().numpy()))
+        groups: dict[tuple[int, int], list[int]] = {}      # padded size -> indices of its images
+        for index, tensor in enumerate(tensors):
+            groups.setdefault(self.padded_size(tensor), []).append(index)
+        results: list[Instances | None] = [None] * len(images)
+        for indices in groups.values():
+            batch = self.batch([tensors[i] for i in indices])                      # (B, 3, H, W)
+            outputs = self.forward(batch)
+            for slot, index in enumerate(indices):
+                results[index] = self.instances({key: value[slot] for key, value in outputs.items()},
+                                                 padded_size=batch.shape[-2:], image_size=tensors[index].shape[-2:],
+                                                 original_size=images[index].shape[:2])
         return results[0] if single else results
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's raw outputs for a (B, 3, H, W) batch of one padded size."""
+        if self.backend.batch_size == 1 and len(batch) > 1:   # a batch-1 ONNX model: one image at a time
+            outputs = [self.backend(batch[i:i + 1]) for i in range(len(batch))]
+            return {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
+        return self.backend(batch)             # the backend moves it (through pinned memory on CUDA)
+
+    def instances(self, outputs: dict[str, torch.Tensor], **sizes) -> Instances:
+        """One image's raw outputs -> its `Instances`; `sizes`: padded_size, image_size, original_size."""
+        scores, labels, masks = self.postprocess(
+            outputs["pred_logits"], outputs["pred_scores"], outputs["pred_masks"], **sizes,
+            score_threshold=self.score_threshold, mask_threshold=self.mask_threshold,
+            max_instances=self.max_instances, classes=self.classes)
+        scores, labels = scores.float().cpu().numpy(), labels.cpu().numpy()
+        if isinstance(masks, MaskCrops):
+            return Instances(scores, labels, mask_crops=masks.numpy())
+        return Instances(scores, labels, masks.cpu().numpy())
 
 
 def postprocess_reference_by_score(*arguments, max_instances: int = MAX_INSTANCES, classes: frozenset[int] | None = None,

@@ -200,7 +200,7 @@ def evaluate_predictor(predictor: Predictor, images: CocoImages, evaluator: Coco
     """COCO mask AP of `predictor` on `images` (collective under DDP: each rank predicts its shard).
 
     Images are decoded by `workers` loader processes and given to the predictor `batch_size` at a time
-    (more than one pads them to a common size, which a camera stream never sees: 1 reproduces the node).
+    (images of one padded size share a forward pass; the results equal batch size 1's up to float rounding).
     Metrics that COCO leaves undefined are None.
     """
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=RankShard(len(images)),

@@ -58,10 +58,11 @@ class Client:
     """The test side: publishes images and camera_info, collects every output of the node by stamp."""
 
     def __init__(self, name: str, image_topic: str = "/camera/image_raw", node_name: str = NODE_NAME,
-                 image_qos=qos_profile_sensor_data):
+                 image_qos=qos_profile_sensor_data, outputs_namespace: str = ""):
+        """`outputs_namespace`: where the node publishes this camera's outputs, under its private namespace."""
         self.node = Node(name)
         self.node_name = node_name
-        prefix = f"/{node_name}"
+        prefix = f"/{node_name}" + (f"/{outputs_namespace}" if outputs_namespace else "")
         self.image_pub = self.node.create_publisher(Image, image_topic, image_qos)
         self.compressed_pub = self.node.create_publisher(CompressedImage, image_topic + "/compressed", image_qos)
         self.info_pub = self.node.create_publisher(

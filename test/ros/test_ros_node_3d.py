@@ -50,10 +50,11 @@ class NodeUnderTest:
         self.pipeline = SparseInstPipeline(self.node, self.node.create_publisher, self.node.destroy_publisher)
         self.pipeline.hints.logger = self.logger = RecordingLogger()
         self.published: dict[str, dict] = {}
-        self.pipeline.publishers.publish = self._record
         self.pipeline.load_model()
         self.pipeline.open_outputs()
         self.pipeline.open_inputs()
+        self.camera = self.pipeline.cameras[0]
+        self.camera.publish = self._record
 
     def _record(self, messages):
         """One frame's outputs (by the stamp of its detections; a MarkerArray has no header), or diagnostics."""
@@ -67,9 +68,9 @@ class NodeUnderTest:
         """Depth (if any), then the colour image and its camera_info, at `seconds`; waits for the outputs."""
         height, width = colour.shape[:2]
         if depth is not None:
-            self.pipeline.depth.camera_infos.add(header_msg(depth_info, seconds))
-            self.pipeline.depth.on_image(depth)
-        self.pipeline.on_camera_info(header_msg(intrinsics(colour_k, width, height), seconds))
+            self.camera.depth.camera_infos.add(header_msg(depth_info, seconds))
+            self.camera.depth.on_image(depth)
+        self.camera.camera_info.add(header_msg(intrinsics(colour_k, width, height), seconds))
         self.pipeline.on_image(header_msg(numpy_to_image(colour, "rgb8"), seconds), None)
         key = round(seconds, 6)
         while not any(round(stamp, 6) == key for stamp in self.published.get("detections", {})):
