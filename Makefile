@@ -25,8 +25,10 @@ demo: install
 demo-offline: install
 	$(PY) -m sparseinst_core.tools.demo --output outputs/demo
 
+# Two workers (the CI machine's cores): the ROS tests in one, one after the other, the library tests beside them.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: install
 	$(PY) -m sparseinst_core.tools.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark

@@ -33,7 +33,7 @@ setup(
         "export": ["onnx", "onnxruntime"],
         "openvino": ["onnx", "openvino"],
         "train": ["tensorboard", "matplotlib"],
-        "test": ["pytest", "pytest-timeout", "psutil"],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "psutil"],
     },
     tests_require=["pytest"],
     entry_points={
