@@ -194,7 +194,7 @@ def runner_on(shapes, max_graphs=2, capture=None):
     return runner, results
 
 
-def test_a_shape_is_captured_when_two_calls_in_a_row_have_it_then_replayed():
+def test_a_shape_is_captured_at_its_second_call_then_replayed():
     capture = FakeCapture()
     runner, results = runner_on([(1, 3, 4, 4)] * 4, capture=capture)
     assert capture.shapes == [(1, 3, 4, 4)]                          # captured once, at the second call
@@ -205,8 +205,16 @@ def test_a_shape_is_captured_when_two_calls_in_a_row_have_it_then_replayed():
 
 def test_a_size_that_keeps_changing_runs_eagerly():
     capture = FakeCapture()
-    runner, results = runner_on([(1, 3, 4, 4), (1, 3, 8, 8)] * 3, capture=capture)
+    sizes = [4 + 4 * i for i in range(12)]
+    runner, results = runner_on([(1, 3, size, size) for size in sizes], capture=capture)
     assert capture.shapes == [] and not runner.graphs
+    assert [r["out"].shape[-1] for r in results] == sizes
+
+
+def test_cameras_whose_batches_alternate_between_sizes_capture_each_size():
+    capture = FakeCapture()   # a rig of two sizes: one batch per padded size in each cycle
+    runner, results = runner_on([(2, 3, 4, 4), (1, 3, 8, 8)] * 3, capture=capture)
+    assert capture.shapes == [(2, 3, 4, 4), (1, 3, 8, 8)]
     assert [r["out"].shape[-1] for r in results] == [4, 8] * 3
 
 

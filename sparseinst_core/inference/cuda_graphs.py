@@ -8,8 +8,9 @@ buffer, and replays them all with one call.
 eager mode (results as eager's), a capture of a few forward passes instead of minutes of Triton
 compilation per shape, no compiler on the robot, and a failure that is one exception at capture time.
 
-Policy (`CudaGraphRunner`): a shape is captured when two calls in a row have it (a stream that has
-settled on a size; a stream whose size keeps changing runs eagerly and captures nothing); at most
+Policy (`CudaGraphRunner`): a shape is captured at its second call among the last `RECENT_CALLS` calls (a
+stream that has settled on a size, or a rig of cameras whose batches alternate between a few sizes; a stream
+whose size keeps changing runs eagerly and captures nothing); at most
 `max_graphs` shapes are kept, the least recently used released first, since each graph holds the memory
 of its activations; any capture failure turns graphs off for the runner, with a warning, and that call
 and every later one run eagerly.
@@ -17,7 +18,7 @@ and every later one run eagerly.
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,7 @@ from .defaults import MAX_CUDA_GRAPHS
 
 Outputs = dict[str, torch.Tensor]
 WARMUP_CALLS = 2   # eager passes on a side stream before capture (lazy initialisation, workspaces)
+RECENT_CALLS = 8   # the calls whose shapes decide a capture
 
 
 class CapturedGraph:
@@ -73,14 +75,14 @@ class CudaGraphRunner:
         self.forward, self.max_graphs, self.capture = forward, max_graphs, capture
         self.graphs: OrderedDict[tuple, CapturedGraph] = OrderedDict()
         self.enabled = True
-        self.previous_shape: tuple | None = None
+        self.recent_shapes: deque[tuple] = deque(maxlen=RECENT_CALLS)
 
     def __call__(self, images: torch.Tensor) -> Outputs:
         shape = (tuple(images.shape), images.dtype, str(images.device))
         graph = self.graphs.get(shape)
-        if graph is None and self.enabled and shape == self.previous_shape:
+        if graph is None and self.enabled and shape in self.recent_shapes:
             graph = self._capture(shape, images)
-        self.previous_shape = shape
+        self.recent_shapes.append(shape)
         if graph is None:
             return self.forward(images)
         self.graphs.move_to_end(shape)
