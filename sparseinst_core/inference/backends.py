@@ -40,7 +40,7 @@ class TorchBackend:
 
     Takes batches on any device: on a GPU, CPU batches are copied through a pinned buffer without
     blocking (`HostToDevice`). `cuda_graphs=True` replays a captured CUDA graph of the optimised model for
-    an input shape met twice in a row, at most `max_cuda_graphs` shapes (`CudaGraphRunner`); it applies on
+    an input shape met twice among the last 8 calls, at most `max_cuda_graphs` shapes (`CudaGraphRunner`); it applies on
     a GPU with `optimize=True` and is ignored otherwise (the plain model runs under autocast, whose cast
     weights are not meant to live in a graph).
     """
