@@ -77,7 +77,8 @@ class Predictor:
     `max_size`, and images are padded to that fixed size; with neither `onnx_path` nor `input_size`, the
     model is exported once per padded input size met, into the export cache (`cache_dir`, default
     `$SPARSEINST_CACHE_DIR` or `~/.cache/sparseinst`), so results equal the torch backend's.
-    cuda_graphs: on CUDA, the torch backend replays a captured graph for an input shape seen twice among the last 8 calls.
+    cuda_graphs: on CUDA, the torch backend replays a captured graph for an input shape seen twice among the
+        last 8 calls.
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
