@@ -4,8 +4,9 @@
 
 The node's own pipeline (`SparseInstPipeline` on an rclpy node with `depth: true` and its default parameters:
 demo weights, tracking on, latest frame wins) runs in this process; its callbacks receive each frame's depth
-image, depth camera_info, colour camera_info and colour image as messages, and what its inference thread
-publishes is recorded per stamp. Two modes on the same 30 Hz sequences:
+image, depth camera_info, colour camera_info and colour image as messages, and the output messages its
+inference thread hands to the publishers are recorded per stamp (DDS transport is not part of it). Two modes
+on the same 30 Hz sequences:
 
   every_frame   one frame at a time, waiting for its outputs (nothing is dropped);
   own_rate      the frames offered on a 30 Hz wall clock without waiting: the node processes what its
@@ -151,7 +152,7 @@ def measure(sequences: list[RgbdSequence], device: str) -> dict:
             offered += len(messages)
             processed += len(outputs)
         results[mode] = {"frames_offered": offered, "frames_processed": processed,
-                         "seconds": time.monotonic() - start} | summarise(scores)
+                         "seconds_with_model_loads": time.monotonic() - start} | summarise(scores)
     return results
 
 
