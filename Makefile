@@ -7,7 +7,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_large_data.xml
 # rcl writes its logs below HOME; keep them in the tree when HOME is unset (some CI runners).
 export ROS_LOG_DIR ?= $(if $(HOME),$(HOME)/.ros/log,$(CURDIR)/build/ros_log)
 
-.PHONY: install demo demo-offline test bench bench-train bench-node bench-cameras bench-gpu bench-bag clean
+.PHONY: install demo demo-offline test bench bench-train bench-node bench-3d bench-cameras bench-gpu bench-bag clean
 
 install: $(STAMP)
 
@@ -38,6 +38,14 @@ bench-train: install
 
 bench-node: install
 	$(PY) -m sparseinst_ros.tools.benchmark_node --device cpu 2>&1 | tee outputs/benchmark_node.log
+
+# 3D and tracking: the library on generated RGB-D sequences, then the node's pipeline with the demo model on
+# every frame and at its own rate on a 30 Hz input (docs/3d_tracking.md).
+bench-3d: install
+	@mkdir -p outputs
+	$(PY) -m sparseinst_core.tools.benchmark_3d --json outputs/benchmark_3d.json 2>&1 | tee outputs/benchmark_3d.log
+	$(PY) -m sparseinst_ros.tools.benchmark_node_3d --device cpu --json outputs/benchmark_node_3d.json 2>&1 \
+		| tee outputs/benchmark_node_3d.log
 
 bench-cameras: install
 	@mkdir -p outputs

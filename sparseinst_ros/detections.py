@@ -34,9 +34,10 @@ def resolve_class_filter(classes: Sequence[str], class_names: Sequence[str]) -> 
 
 
 def draw_overlay(rgb: np.ndarray, instances: InstanceLabels, class_names) -> np.ndarray:
-    """The published instances (after class filter and overlaps) drawn over the image: uint8 [H,W,3] RGB."""
+    """The published instances (after class filter and overlaps) drawn over the image with their detection ids
+    ("class id score"): uint8 [H,W,3] RGB."""
     drawn = Instances(instances.scores, instances.class_ids, mask_crops=instances.mask_crops())
-    return visualize.draw_overlay(rgb, drawn, class_names)
+    return visualize.draw_overlay(rgb, drawn, class_names, ids=instances.ids)
 
 
 def box_center_size(box: Sequence[int]) -> tuple[float, float, float, float]:

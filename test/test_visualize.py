@@ -3,7 +3,7 @@ import numpy as np
 
 from sparseinst_core import Instances
 from sparseinst_core.inference.mask_crops import MaskCrops
-from sparseinst_core.inference.visualize import draw_overlay, palette
+from sparseinst_core.inference.visualize import draw_overlay, label_text, palette
 
 
 def overlapping_instances():
@@ -44,3 +44,15 @@ def test_contours_follow_each_mask_edge():
     assert overlay[15, 10].tolist() == list(palette(0))               # left edge of mask 0
     assert overlay[50, 77].tolist() == list(palette(1))               # right edge of mask 1's second part
     assert (overlay[15, 4] == 100).all() and (overlay[25, 54] == 100).all()   # beside them
+
+
+def test_labels_carry_the_instance_id_when_given():
+    assert label_text("circle", 0.934) == "circle 0.93"
+    assert label_text("circle", 0.934, 17) == "circle 17 0.93"
+    scores, labels, masks, crops = overlapping_instances()
+    image = np.full((60, 80, 3), 100, dtype=np.uint8)
+    result = Instances(scores, labels, mask_crops=crops)
+    with_ids = draw_overlay(image, result, ["a", "b", "c"], ids=np.array([1, 2, 3]))
+    np.testing.assert_array_equal(with_ids, draw_overlay(image, result, ["a", "b", "c"], ids=np.array([1, 2, 3])))
+    assert (with_ids != draw_overlay(image, result, ["a", "b", "c"], ids=np.array([1, 2, 9]))).any()
+    assert (with_ids != draw_overlay(image, result, ["a", "b", "c"])).any()

@@ -16,12 +16,18 @@ def palette(index: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_overlay(image: np.ndarray, result, class_names=None, alpha: float = 0.5) -> np.ndarray:
+def label_text(name: str, score: float, instance_id: int | None = None) -> str:
+    """An instance's overlay label: "class score", or "class id score" when it has an id (a track's)."""
+    return f"{name} {score:.2f}" if instance_id is None else f"{name} {int(instance_id)} {score:.2f}"
+
+
+def draw_overlay(image: np.ndarray, result, class_names=None, alpha: float = 0.5, ids=None) -> np.ndarray:
     """Return a uint8 RGB copy of `image` (H, W, 3) with `result`'s instances drawn on it.
 
     `result` has `scores` (K,), `labels` (K,) and masks (`mask_crops`, or `masks` (K, H, W) bool), drawn
     lowest score first so the most confident instance is on top; each inside its crop, so no full-size
-    mask is built. Colours follow the class so a class keeps its colour over time.
+    mask is built. Colours follow the class so a class keeps its colour over time. `ids` (K,), when given,
+    are written in the labels (the node's detection ids: track ids with tracking on).
     """
     overlay = image.copy()
     crops = crops_of(result)
@@ -38,7 +44,7 @@ def draw_overlay(image: np.ndarray, result, class_names=None, alpha: float = 0.5
                                        offset=(x0, y0))
         cv2.drawContours(overlay, contours, -1, tuple(int(c) for c in colour), 2)
         name = class_names[label] if class_names is not None and label < len(class_names) else str(label)
-        text = f"{name} {result.scores[index]:.2f}"
+        text = label_text(name, result.scores[index], None if ids is None else ids[index])
         ys, xs = np.nonzero(mask)
         x, y = int(xs.mean()) + x0, int(ys.mean()) + y0
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)

@@ -5,7 +5,7 @@ from std_msgs.msg import Header
 
 from sparseinst_core import Instances
 from sparseinst_core.inference.label_image import label_instances
-from sparseinst_ros.detections import box_center_size, resolve_class_filter, to_detection_array
+from sparseinst_ros.detections import box_center_size, draw_overlay, resolve_class_filter, to_detection_array
 
 CLASS_NAMES = ("circle", "square", "triangle")
 
@@ -120,3 +120,14 @@ def test_detection_array_matches_the_label_image():
     first = msg.detections[0].bbox
     assert (first.center.position.x, first.center.position.y, first.size_x, first.size_y) == (3.5, 2.5, 6, 4)
     assert msg.detections[1].header.frame_id == "camera_optical"
+
+
+def test_the_overlay_writes_each_detection_id():
+    instances = label_instances(result((0.9, 0, rect(60, 80, 5, 5, 40, 30)), (0.8, 1, rect(60, 80, 45, 35, 75, 55)),
+                                       shape=(60, 80)))
+    image = np.full((60, 80, 3), 100, np.uint8)
+    overlay = draw_overlay(image, instances, CLASS_NAMES)
+    np.testing.assert_array_equal(overlay, draw_overlay(image, instances.with_ids([1, 2]), CLASS_NAMES))
+    tracked = draw_overlay(image, instances.with_ids([1, 47]), CLASS_NAMES)    # only the second label differs
+    changed = np.nonzero((tracked != overlay).any(axis=2))
+    assert len(changed[0]) and changed[0].min() >= 25          # the first label, around row 17, is unchanged
