@@ -67,8 +67,9 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                  "for 80 classes", _STRING),
     "device": ParameterSpec("auto", "inference device", _STRING, choices=DEVICES),
     "precision": ParameterSpec("fp32", "inference precision (fp16 needs CUDA)", _STRING, choices=PRECISIONS),
-    "backend": ParameterSpec("torch", "inference engine: torch, or onnxruntime (exports the model for the fixed "
-                             "padded input size; falls back to torch when onnxruntime is missing)", _STRING,
+    "backend": ParameterSpec("torch", "inference engine: torch, onnxruntime or openvino (CPU; both export the "
+                             "model for each padded input size into the export cache; fall back to torch when "
+                             "the package is missing)", _STRING,
                              choices=BACKENDS),
     "min_size": ParameterSpec(0, "shorter image side fed to the model; 0: the model's own test size (640 for the "
                               "official presets)", _INTEGER, range=(0, 4096)),
