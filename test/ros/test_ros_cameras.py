@@ -83,3 +83,26 @@ def test_the_pipeline_opens_each_cameras_topics(ros):
         pipeline.close_inputs()
         pipeline.close_outputs()
         node.destroy_node()
+
+
+def test_with_depth_each_camera_reads_the_depth_beside_its_image_and_publishes_its_3d_outputs(ros):
+    from rclpy.node import Node
+
+    from sparseinst_ros.node import SparseInstPipeline
+    node = Node("cameras_depth_test", parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("depth", value=True),
+        Parameter("image_topics", value=["/front/image_raw", "rear/image_rect"])])
+    pipeline = SparseInstPipeline(node, node.create_publisher, node.destroy_publisher)
+    try:
+        pipeline.open_outputs()
+        pipeline.open_inputs()
+        assert [s.topic_name for s in pipeline.subscriptions][4:] == [
+            "/front/depth/image", "/front/depth/camera_info", "/rear/depth/image", "/rear/depth/camera_info"]
+        assert all(camera.depth is not None for camera in pipeline.cameras)
+        assert {name: publisher.topic_name for name, publisher in pipeline.cameras[0].publishers.items()
+                if name in ("detections_3d", "points", "markers")} == {
+            name: f"/cameras_depth_test/front/{name}" for name in ("detections_3d", "points", "markers")}
+    finally:
+        pipeline.close_inputs()
+        pipeline.close_outputs()
+        node.destroy_node()
