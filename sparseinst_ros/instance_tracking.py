@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sparseinst_core.inference.label_image import InstanceLabels
-from sparseinst_core.scene import InstanceMask, MaskTracker, Observation, TrackerConfig, masks_from_label_image
+from sparseinst_core.scene import InstanceMask, MaskTracker, Observation, TrackerConfig
 
 ASSUMED_FRAME_INTERVAL = 1 / 30     # seconds, until two frames of a stream have arrived
 TENTATIVE_INTERVALS = 1.5           # processed intervals a tentative track waits for its next observation
@@ -27,9 +27,11 @@ RECENT_INTERVALS = 30
 
 
 def instance_masks(instances: InstanceLabels) -> list[InstanceMask]:
-    """Each instance's mask (a crop of the label image), in the order of `instances.ids`."""
-    masks = masks_from_label_image(instances.label_image)
-    return [masks[int(instance_id)] for instance_id in instances.ids]
+    """Each instance's mask, in the order of `instances.ids`: the label image inside the instance's box (measured
+    when the label image was made), so no pass over the whole image."""
+    label_image = instances.label_image
+    return [InstanceMask(label_image[y0:y1 + 1, x0:x1 + 1] == instance_id, x0, y0)
+            for instance_id, (x0, y0, x1, y1) in zip(instances.ids.tolist(), instances.boxes.tolist())]
 
 
 class FrameInterval:
