@@ -84,13 +84,14 @@ ENCODINGS: dict[str, Encoding] = {
 _bridge = CvBridge() if CvBridge is not None else None
 
 
-def check_image(msg: Image) -> Encoding:
+def check_image(msg: Image, encodings: dict[str, Encoding] = ENCODINGS) -> Encoding:
     """The layout of `msg` after checking its header against its data (no pixel is touched, so this is
-    cheap enough for a subscription callback); raises `ImageConversionError` naming the cause."""
-    encoding = ENCODINGS.get(msg.encoding)
+    cheap enough for a subscription callback); raises `ImageConversionError` naming the cause. `encodings`:
+    those accepted (default: the colour images the model reads)."""
+    encoding = encodings.get(msg.encoding)
     if encoding is None:
         raise ImageConversionError(
-            UNKNOWN_ENCODING, f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}")
+            UNKNOWN_ENCODING, f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(encodings)}")
     height, width, step = msg.height, msg.width, msg.step
     if height == 0 or width == 0:
         raise ImageConversionError(ZERO_SIZE, f"image has zero size ({width}x{height})")
@@ -145,13 +146,13 @@ def check_message(msg: Image | CompressedImage, max_pixels: int = MAX_INPUT_PIXE
     check_frame_size(height, width, max_pixels)
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """The pixels of `msg` in their own encoding: [H,W] or [H,W,C] uint8/uint16, native byte order.
+def image_to_numpy(msg: Image, encodings: dict[str, Encoding] = ENCODINGS) -> np.ndarray:
+    """The pixels of `msg` in their own encoding: [H,W] or [H,W,C] of its dtype, native byte order.
 
-    Validates the message first; row padding (step > width * bytes per pixel) is allowed and dropped.
-    The result may share memory with `msg.data`.
+    Validates the message first (`check_image`, with the `encodings` accepted); row padding (step > width *
+    bytes per pixel) is allowed and dropped. The result may share memory with `msg.data`.
     """
-    encoding = check_image(msg)
+    encoding = check_image(msg, encodings)
     height, width, step = msg.height, msg.width, msg.step
     row_bytes = width * encoding.bytes_per_pixel
     dtype = encoding.dtype.newbyteorder(">" if msg.is_bigendian else "<")

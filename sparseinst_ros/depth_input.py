@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from sparseinst_core.scene import DEPTH_ENCODINGS, PinholeCamera, depth_to_metres
+from sparseinst_core.scene import PinholeCamera, depth_to_metres
+
+from .conversions import UNKNOWN_ENCODING, Encoding, ImageConversionError, image_to_numpy
+
+# The depth encodings (REP 118): 16UC1 millimetres, 32FC1 metres; one channel, nothing to convert.
+DEPTH_LAYOUTS = {"16UC1": Encoding(np.dtype(np.uint16), 1, None), "32FC1": Encoding(np.dtype(np.float32), 1, None)}
 
 # Stable causes of `DepthProblem`.
 NO_DEPTH_IN_SLOP = "no_depth_in_slop"
@@ -59,17 +64,11 @@ def _camera(info: CameraInfo, which: str) -> PinholeCamera:
 
 def _depth_pixels(image: Image) -> np.ndarray:
     """The depth image's (H, W) array in its own encoding; DepthProblem for an unknown encoding or bad data."""
-    if image.encoding not in DEPTH_ENCODINGS:
-        raise DepthProblem(DEPTH_ENCODING, f"depth encoding {image.encoding!r} is not a depth encoding; expected "
-                           f"{' (millimetres) or '.join(DEPTH_ENCODINGS)} (metres)")
-    dtype = np.dtype(np.uint16 if image.encoding == "16UC1" else np.float32).newbyteorder(
-        ">" if image.is_bigendian else "<")
-    row_bytes = image.width * dtype.itemsize
-    if image.width == 0 or image.height == 0 or image.step < row_bytes or len(image.data) != image.step * image.height:
-        raise DepthProblem(DEPTH_DATA, f"the depth image's data ({len(image.data)} bytes, step {image.step}) does "
-                           f"not match its size {image.width}x{image.height} {image.encoding}")
-    rows = np.frombuffer(image.data, dtype=np.uint8).reshape(image.height, image.step)[:, :row_bytes]
-    return rows.view(dtype).astype(dtype.newbyteorder("="))                       # (H, W), native order
+    try:
+        return image_to_numpy(image, DEPTH_LAYOUTS)
+    except ImageConversionError as error:
+        cause = DEPTH_ENCODING if error.cause == UNKNOWN_ENCODING else DEPTH_DATA
+        raise DepthProblem(cause, f"depth image: {error} (16UC1: millimetres, 32FC1: metres)") from None
 
 
 def registered_depth(colour: Image, colour_info: CameraInfo | None, depth: PairedDepth | None,
