@@ -25,10 +25,10 @@ demo: install
 demo-offline: install
 	$(PY) -m sparseinst_core.tools.demo --output outputs/demo
 
-# Two workers (the CI machine's cores): the ROS tests in one, one after the other, the library tests beside them.
+# Two workers (the CI machine's cores), each test file whole in one of them (its module fixtures and test order kept).
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) -m sparseinst_core.tools.benchmark --presets r50_giam r18_giam --output-dir outputs/benchmark

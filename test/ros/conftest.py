@@ -39,12 +39,3 @@ def weights_file(tmp_path_factory):
         logits = model(predictor.batch([predictor.preprocess(scene_image())]))["pred_logits"][0]   # [100,C]
         model.decoder.inst_branch.cls_score.bias -= logits.mean(dim=0)
     return save_checkpoint(model, tmp_path_factory.mktemp("weights") / "random_r18.pth", class_names=CLASS_NAMES)
-
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`) the ROS tests run one after the
-    other in one worker, beside the library tests in the other: node processes of two ROS tests at once would
-    compete for the CPU their waits are sized for."""
-    for item in items:
-        if "test/ros/" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("ros"))
