@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..io.onnx_format import OUTPUT_NAMES, read_metadata
+from .cpu_chunks import ConcurrentChunks
 from .cuda_graphs import CudaGraphRunner
 from .defaults import BACKENDS, MAX_CUDA_GRAPHS, MAX_SESSIONS
 from .device import HostToDevice, check_precision, precision_context, resolve_device
@@ -42,7 +43,8 @@ class TorchBackend:
     blocking (`HostToDevice`). `cuda_graphs=True` replays a captured CUDA graph of the optimised model for
     an input shape met twice among the last 8 calls, at most `max_cuda_graphs` shapes (`CudaGraphRunner`); it applies on
     a GPU with `optimize=True` and is ignored otherwise (the plain model runs under autocast, whose cast
-    weights are not meant to live in a graph).
+    weights are not meant to live in a graph). `cpu_chunks=True` runs a batch of several images on the CPU
+    as concurrent chunks, each on its share of the intra-op threads (`ConcurrentChunks`).
     """
 
     name = "torch"
@@ -51,7 +53,7 @@ class TorchBackend:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = "auto",
                  precision: str = "fp32", optimize: bool = True, cuda_graphs: bool = True,
-                 max_cuda_graphs: int = MAX_CUDA_GRAPHS):
+                 max_cuda_graphs: int = MAX_CUDA_GRAPHS, cpu_chunks: bool = True):
         self.device = resolve_device(device)
         check_precision(self.device, precision)
         self.precision = precision
@@ -65,6 +67,7 @@ class TorchBackend:
         self.to_device = HostToDevice(self.device)
         self.graphs = (CudaGraphRunner(self.forward, max_cuda_graphs)
                        if cuda_graphs and optimize and self.device.type == "cuda" else None)
+        self.chunks = ConcurrentChunks(self.forward) if cpu_chunks and self.device.type == "cpu" else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The network on a float32 batch already on the device (eagerly)."""
@@ -77,7 +80,9 @@ class TorchBackend:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         images = self.to_device(images)
-        return self.graphs(images) if self.graphs is not None else self.forward(images)
+        if self.graphs is not None:
+            return self.graphs(images)
+        return self.chunks(images) if self.chunks is not None else self.forward(images)
 
 
 def import_onnxruntime():
@@ -159,13 +164,13 @@ class OnnxRuntimeBackend:
 def create_backend(backend: str = "torch", model: torch.nn.Module | None = None, onnx_path: str | Path | None = None,
                    device: str | torch.device | None = "auto", precision: str = "fp32", optimize: bool = True,
                    input_size: tuple[int, int] | None = None, fallback: str | None = None,
-                   cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True):
+                   cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True, cpu_chunks: bool = True):
     """Build `backend` ("torch", "onnxruntime" or "openvino"); on a RuntimeError, warn and build `fallback`.
 
     The ONNX engines run `onnx_path` when that file exists; otherwise `model` is exported there, or, with
     no `onnx_path`, into the export cache (`cache_dir`, default `export_cache.default_cache_dir()`), for
-    `input_size`, or, without one, for each input size met (`ExportOnDemandBackend`). `cuda_graphs`: see
-    `TorchBackend`.
+    `input_size`, or, without one, for each input size met (`ExportOnDemandBackend`). `cuda_graphs` and
+    `cpu_chunks`: see `TorchBackend`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -175,7 +180,8 @@ def create_backend(backend: str = "torch", model: torch.nn.Module | None = None,
         if backend == "torch":
             if model is None:
                 raise ValueError("the torch backend needs a model")
-            return TorchBackend(model, device=device, precision=precision, optimize=optimize, cuda_graphs=cuda_graphs)
+            return TorchBackend(model, device=device, precision=precision, optimize=optimize, cuda_graphs=cuda_graphs,
+                                cpu_chunks=cpu_chunks)
         open_session = _onnx_engine(backend, model, device, precision)
         if onnx_path is None or not Path(onnx_path).is_file():
             if model is None:
@@ -193,7 +199,7 @@ def create_backend(backend: str = "torch", model: torch.nn.Module | None = None,
                       stacklevel=2)
         return create_backend(fallback, model=model, onnx_path=onnx_path, device=device, precision=precision,
                               optimize=optimize, input_size=input_size, fallback=None, cache_dir=cache_dir,
-                              cuda_graphs=cuda_graphs)
+                              cuda_graphs=cuda_graphs, cpu_chunks=cpu_chunks)
 
 
 def _onnx_engine(backend: str, model, device, precision) -> Callable[[Path], OnnxRuntimeBackend | OpenVinoBackend]:

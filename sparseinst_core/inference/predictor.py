@@ -78,7 +78,8 @@ class Predictor:
     model is exported once per padded input size met, into the export cache (`cache_dir`, default
     `$SPARSEINST_CACHE_DIR` or `~/.cache/sparseinst`), so results equal the torch backend's.
     cuda_graphs: on CUDA, the torch backend replays a captured graph for an input shape seen twice among the
-        last 8 calls.
+        last 8 calls. cpu_chunks: on the CPU, the torch backend runs a batch of several images as concurrent
+        chunks, each on its share of the intra-op threads.
     optimize: run the torch backend on
     `optimize_for_inference`'s copy of a SparseInst model (same outputs up to float rounding).
     precision: "fp32", "bf16" (CPU or GPU) or "fp16" (CUDA). postprocess: "fast" or "reference".
@@ -94,7 +95,7 @@ class Predictor:
                  backend: str = "torch", optimize: bool = True, postprocess: str = "fast",
                  onnx_path: str | Path | None = None, input_size: tuple[int, int] | None = None,
                  fallback: str | None = None, max_instances: int = MAX_INSTANCES,
-                 cache_dir: str | Path | None = None, cuda_graphs: bool = True):
+                 cache_dir: str | Path | None = None, cuda_graphs: bool = True, cpu_chunks: bool = True):
         if min_size <= 0 or max_size < min_size:
             raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
         if postprocess not in POSTPROCESSORS:
@@ -106,7 +107,7 @@ class Predictor:
         self.backend = create_backend(
             backend, model=model, onnx_path=onnx_path, device=device, precision=precision,
             optimize=optimize and isinstance(model, SparseInst), input_size=input_size, fallback=fallback,
-            cache_dir=cache_dir, cuda_graphs=cuda_graphs)
+            cache_dir=cache_dir, cuda_graphs=cuda_graphs, cpu_chunks=cpu_chunks)
         self.device = self.backend.device
         self.precision = precision
         self.model = model
