@@ -179,18 +179,15 @@ def test_parts_far_apart_get_crops_of_their_own():
 @pytest.mark.parametrize("settings", [
     {"BATCHED_CROP_SIZE": 10 ** 6},                                    # every crop in the batched products
     {"BATCHED_CROP_SIZE": 0},                                          # every crop separably (CPU)
-    {"BATCHED_CROP_SIZE": 0, "BAND_PIXELS": 37, "MAX_ROW_PHASES": 0},   # bands of columns, rows by index
-    {"BATCHED_CROP_SIZE": 0, "BAND_PIXELS": 10 ** 6},                 # one product for the columns
+    {"BATCHED_CROP_SIZE": 0, "MAX_ROW_PHASES": 0},                     # separably, rows by index
 ])
 @pytest.mark.parametrize("padded,resized,original", [CROP_GEOMETRIES[0], CROP_GEOMETRIES[2], CROP_GEOMETRIES[5]])
 def test_every_way_of_resizing_a_crop_gives_the_same_masks(monkeypatch, settings, padded, resized, original):
     for name, value in settings.items():
         monkeypatch.setattr(mask_paste, name, value)
-    mask_paste.row_blends.cache_clear()                   # blends and bands kept from other settings
-    mask_paste.column_bands.cache_clear()
+    mask_paste.row_blends.cache_clear()                   # blends kept from other settings
     assert_crops_match_the_single_resize(decoder_outputs(padded, num_queries=30), padded, resized, original)
     mask_paste.row_blends.cache_clear()
-    mask_paste.column_bands.cache_clear()
 
 
 @pytest.mark.parametrize("padded,resized,original", [CROP_GEOMETRIES[0], CROP_GEOMETRIES[2], CROP_GEOMETRIES[5]])

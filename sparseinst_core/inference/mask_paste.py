@@ -39,8 +39,13 @@ DENSE_FRACTION = 0.25
 # Crops up to this many pixels a side are resized in batches; padded sizes are powers of two from 16.
 BATCHED_CROP_SIZE = 128
 MIN_BATCHED_SIZE = 16
-# Products with the weights go in bands of BAND_PIXELS pixels (a band reads only its own samples).
+# Products with the weights (on a GPU; on the CPU with `paste_by_products`) go in bands of BAND_PIXELS pixels
+# (a band reads only its own samples).
 BAND_PIXELS = 128
+# OpenCV cuts a resize into stripes of 2^16 output elements for its worker threads; a call of at most that many
+# runs in the calling thread. For the x pass of large crops its threads cost more than they save: a whole frame
+# of masks (r18_giam, 640, 100 instances) 51 ms in the calling thread, 57 ms wall and 93 ms CPU with 2 threads.
+SERIAL_RESIZE_ELEMENTS = 1 << 16
 # Large crops on the CPU: instances per batch such that their sample rows resized along x hold about this
 # many floats (they stay in cache until blended); pixel rows are blended phase by phase when the row map
 # repeats within this many rows, else by index.
@@ -60,6 +65,7 @@ class AxisMap:
     def __init__(self, size: int, resized_size: int, samples_size: int):
         src = np.maximum((np.arange(size) + 0.5) * resized_size / (4 * size) - 0.5, 0.0)
         self.size, self.samples_size = size, samples_size
+        self.scale = 4 * size / resized_size          # pixels per sample: pixel y reads src (y + 0.5) / scale - 0.5
         self.lower = np.minimum(np.floor(src).astype(np.int64), samples_size - 1)
         self.upper = np.minimum(self.lower + 1, samples_size - 1)
         self.fraction = (src - self.lower).astype(np.float32)
@@ -306,36 +312,42 @@ def paste_large_crops(probs: torch.Tensor, sources: np.ndarray, rows: AxisMap, c
 def paste_separable(probs: torch.Tensor, sources: np.ndarray, rows: AxisMap, cols: AxisMap, box,
                     mask_threshold: float, out: torch.Tensor) -> None:
     """`paste_large_crops` on the CPU, a few instances at a time (their floats stay in cache): the columns
-    first, at the sample rows only (products with the weights, in bands of BAND_PIXELS columns), then each
-    pixel row the blend of its two sample rows (`RowBlends`), thresholded. Per pixel that is one blend and
-    one comparison, where a 2D resize reads four samples."""
+    first, at the sample rows only (`sample_rows_resized`), then each pixel row the blend of its two sample
+    rows (`RowBlends`), thresholded. Per pixel that is one blend and one comparison, where a 2D resize reads
+    four samples."""
     x0, y0, x1, y1 = box
     a, b = (int(i) for i in rows.samples(y0, y1))
     blends = row_blends(rows, y0, y1)
-    chunk = max(1, SEPARABLE_CHUNK_ELEMENTS // ((b - a) * (x1 - x0)))
+    chunk = max(1, SEPARABLE_CHUNK_ELEMENTS // ((b - a) * cols.size))       # x is resized over the whole width
+    samples = probs.numpy()                                                 # (K, rows, cols), a view
     for start in range(0, len(sources), chunk):
-        window = probs[torch.from_numpy(sources[start:start + chunk]), a:b]    # (n, r, cols)
-        blends.apply(sample_rows_resized(window, cols, x0, x1), mask_threshold, out[start:start + chunk])
+        resized = sample_rows_resized(samples, sources[start:start + chunk], a, b, cols)   # (n, r, W)
+        blends.apply(resized[:, :, x0:x1], mask_threshold, out[start:start + chunk])
 
 
-def sample_rows_resized(window: torch.Tensor, cols: AxisMap, x0: int, x1: int) -> torch.Tensor:
-    """(n, r, cols) samples -> (n, r, x1 - x0): each sample row resized to the pixel columns [x0, x1)."""
-    resized = torch.empty((*window.shape[:2], x1 - x0), dtype=window.dtype, device=window.device)
-    for start, end, first, last, weights in column_bands(cols, x0, x1):
-        torch.matmul(window[:, :, first:last], weights, out=resized[:, :, start - x0:end - x0])
-    return resized
+def sample_rows_resized(samples: np.ndarray, sources: np.ndarray, a: int, b: int, cols: AxisMap) -> torch.Tensor:
+    """Sample rows [a, b) of the instances `sources` (n,) of `samples` (K, rows, cols) float32, each resized
+    to every pixel column: (n, b - a, W') float32, W' >= W (a crop takes its own columns).
+
+    OpenCV's resize along x alone (y scale 1: rows unchanged) with the map's own scale, as
+    `resize_masks_to_original` does: the same coordinate map, clamped at both ends, two float weights per
+    pixel (agrees with products by the bilinear weights to 1e-7). It reads the rows where they are (a row
+    stride is no copy), in calls of at most SERIAL_RESIZE_ELEMENTS outputs.
+    """
+    width = resized_width(samples.shape[-1], cols.scale)
+    resized = np.empty((len(sources), b - a, width), dtype=samples.dtype)
+    step = max(1, SERIAL_RESIZE_ELEMENTS // width)
+    for target, source in zip(resized, sources.tolist()):
+        for start in range(a, b, step):
+            cv2.resize(samples[source, start:min(start + step, b)], None, dst=target[start - a:start - a + step],
+                       fx=cols.scale, fy=1.0, interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(resized)
 
 
 @functools.lru_cache(maxsize=64)
-def column_bands(cols: AxisMap, x0: int, x1: int) -> list[tuple[int, int, int, int, torch.Tensor]]:
-    """The bands of BAND_PIXELS pixel columns of [x0, x1): start, end, the samples [first, last) they read
-    and their weights (last - first, end - start), transposed for a product from the right (CPU)."""
-    bands = []
-    for start in range(x0, x1, BAND_PIXELS):
-        end = min(start + BAND_PIXELS, x1)
-        first, last = (int(i) for i in cols.samples(start, end))
-        bands.append((start, end, first, last, band_weights(cols, start, end, first, last, torch.device("cpu")).T))
-    return bands
+def resized_width(samples: int, scale: float) -> int:
+    """The width OpenCV gives `samples` columns resized by `scale` (its own rounding)."""
+    return cv2.resize(np.zeros((1, samples), dtype=np.float32), None, fx=scale, fy=1.0).shape[1]
 
 
 class RowBlends:
