@@ -1,4 +1,5 @@
 """Shared set-up of the ROS tests: an isolated DDS domain, the product's Fast DDS profile, rclpy, test weights."""
+import hashlib
 import os
 
 import pytest
@@ -12,6 +13,22 @@ from sparseinst_ros.tools.processes import FASTDDS_PROFILE, product_environment
 os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
 os.environ.update(product_environment(own_domain=True))
+
+
+def worker_domain() -> str | None:
+    """Under pytest-xdist, a domain for this worker alone: workers inherit the controller's environment (and with
+    it a domain the controller may have picked), and two workers' nodes on one domain see each other's topics
+    (a test that no node subscribes to its topic then fails). Workers of one run (one PYTEST_XDIST_TESTRUNUID)
+    get consecutive domains from a base that differs between runs."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")                       # gw0, gw1, ...
+    if worker is None:
+        return None
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+    return str(1 + int(hashlib.sha256(run.encode()).hexdigest(), 16) % 80 + int(worker.removeprefix("gw")) % 20)
+
+
+if worker_domain() is not None:
+    os.environ["ROS_DOMAIN_ID"] = worker_domain()
 
 
 @pytest.fixture(scope="session")
