@@ -13,6 +13,7 @@ same outputs, so such a list is refused.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -62,9 +63,16 @@ class Camera:
     sizes: SizeChanges = field(default_factory=SizeChanges)
     publishers: dict[str, object] = field(default_factory=dict)
     depth: DepthStream | None = None   # with `depth`: this camera's recent depth frames
-    received: int = 0                  # frames that arrived (written by the image callback)
+    received: int = 0                  # frames that arrived (written by the image callback) ...
+    last_received: float | None = None  # ... the latest at this time.monotonic()
+    dropped: int = 0                   # frames replaced by a newer one of this camera before inference
+    bad_inputs: int = 0                # frames that could not be used
     processed: int = 0                 # frames whose outputs were published (written by the inference thread)
     reported: tuple[int, int] = (0, 0)  # (received, processed) at the previous diagnostics report
+
+    def arrived(self) -> None:
+        self.received += 1
+        self.last_received = time.monotonic()
 
     def output_topic(self, output: str) -> str:
         return f"~/{self.namespace}/{output}" if self.namespace else f"~/{output}"
@@ -137,6 +145,8 @@ def diagnostic_values(cameras: list[Camera], period_s: float) -> dict[str, str]:
         values.update({f"{label}: input rate (Hz)": f"{(received - camera.reported[0]) / period_s:.2f}",
                        f"{label}: output rate (Hz)": f"{(processed - camera.reported[1]) / period_s:.2f}",
                        f"{label}: frames received": str(received),
-                       f"{label}: frames processed": str(processed)})
+                       f"{label}: frames processed": str(processed),
+                       f"{label}: frames dropped": str(camera.dropped),
+                       f"{label}: bad input frames": str(camera.bad_inputs)})
         camera.reported = (received, processed)
     return values

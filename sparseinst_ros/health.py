@@ -10,7 +10,7 @@ images that change size (`SizeChanges` notices them). The hints read the ROS gra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -30,9 +30,10 @@ def _median(values) -> float:
 
 def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str, enabled: bool, input_silent: bool,
                       device: str = "", precision: str = "", model: str = "",
-                      cameras: dict[str, str] | None = None) -> DiagnosticStatus:
+                      cameras: dict[str, str] | None = None, silent_topics: str = "") -> DiagnosticStatus:
     """The node's status for one period: OK, or WARN with the most pressing reason, and every figure as a key;
-    `cameras`: each camera's figures, keyed `camera <image topic>: ...` (several cameras)."""
+    `cameras`: each camera's figures, keyed `camera <image topic>: ...` (several cameras); `silent_topics`: the
+    silent ones among several image topics (default: `image_topic`)."""
     period = stats.period_s
     level, message = DiagnosticStatus.OK, "running"
     if not enabled:
@@ -43,7 +44,7 @@ def diagnostic_status(stats: StatisticsSnapshot, *, name: str, image_topic: str,
         level, message = DiagnosticStatus.WARN, (f"{stats.period_lost} frame(s) lost before reaching the node in the "
                                                  f"last {period:.1f} s")
     elif input_silent:
-        level, message = DiagnosticStatus.WARN, f"no images received on {image_topic}"
+        level, message = DiagnosticStatus.WARN, f"no images received on {silent_topics or image_topic}"
     elif stats.period_depth_problems:
         level, message = DiagnosticStatus.WARN, (f"{stats.period_depth_problems} frame(s) without 3D (depth "
                                                  f"problem) in the last {period:.1f} s")
@@ -120,8 +121,9 @@ class NodeGraph:
 class Troubleshooting:
     """The input hints of one node, each logged when it first applies (repeats throttled or suppressed).
 
-    `open` starts watching an image topic; the node calls `frame_received` and `bad_input` from its image
-    callback and `review` with each diagnostics period's snapshot.
+    `open` starts watching the image topics (one per camera); the node calls `frame_received` and `bad_input`
+    from its image callback and `review` with each diagnostics period's snapshot. A silent topic is watched
+    per camera, so one dead camera among several is said; the camera_info hint looks beside the first topic.
     """
 
     def __init__(self, logger, graph: Graph, clock: Callable[[], float] = time.monotonic):
@@ -129,20 +131,34 @@ class Troubleshooting:
         self.graph = graph
         self._clock = clock
         self._last_logged: dict[str, float] = {}
-        self.image_topic = ""
+        self.image_topics: list[str] = []
         self._input_qos = ""
         self._input_timeout = 0.0
         self._opened = clock()
-        self.input_silent = False               # warned about a silent topic that has publishers
+        self.silent_topics: set[str] = set()    # warned about: silent topics that have publishers
         self._large_images_checked = False
         self._last_sample_bytes = 0
         self._camera_info_checked = False
         self._depth_causes_said: set[str] = set()
 
-    def open(self, image_topic: str, input_qos: str, input_timeout: float) -> None:
-        self.image_topic, self._input_qos, self._input_timeout = image_topic, input_qos, input_timeout
+    def open(self, image_topics: str | list[str], input_qos: str, input_timeout: float) -> None:
+        self.image_topics = [image_topics] if isinstance(image_topics, str) else list(image_topics)
+        self._input_qos, self._input_timeout = input_qos, input_timeout
         self._opened = self._clock()
-        self.input_silent = False
+        self.silent_topics = set()
+
+    @property
+    def image_topic(self) -> str:
+        """The watched image topic(s), comma-separated."""
+        return ", ".join(self.image_topics)
+
+    @property
+    def input_silent(self) -> bool:
+        return bool(self.silent_topics)
+
+    @property
+    def silent_text(self) -> str:
+        return ", ".join(topic for topic in self.image_topics if topic in self.silent_topics)
 
     def throttled(self, cause: str, message: str, count: int) -> str | None:
         """`message` the first time `cause` occurs, then at most every LOG_REPEAT_SECONDS (with `count`, the
@@ -187,32 +203,37 @@ class Troubleshooting:
             self.logger.warning(f"receiving {sample_bytes / 1e6:.1f} MB images on {self.image_topic}, but {problem}: "
                                 f"{TRANSPORT_ADVICE}")
 
-    def review(self, stats: StatisticsSnapshot, camera_info_received: bool) -> None:
-        """The hints that one diagnostics period calls for."""
-        self._check_input_silence(stats.last_received)
+    def review(self, stats: StatisticsSnapshot, camera_info_received: bool,
+               last_received: Mapping[str, float | None] | None = None) -> None:
+        """The hints that one diagnostics period calls for; `last_received`: the latest arrival on each image
+        topic (default: the snapshot's latest arrival, for one topic)."""
+        if last_received is None:
+            last_received = dict.fromkeys(self.image_topics, stats.last_received)
+        for topic, last in last_received.items():
+            self._check_input_silence(topic, last)
         if stats.period_lost:
             self._warn_transport_loss(stats.period_lost, stats.period_received, stats.lost_in_transport)
         self._check_camera_info(stats.period_processed, camera_info_received)
 
-    def _check_input_silence(self, last_received: float | None) -> None:
-        """Warn once per silence when the image topic has publishers but nothing arrives."""
+    def _check_input_silence(self, topic: str, last_received: float | None) -> None:
+        """Warn once per silence when an image topic has publishers but nothing arrives."""
         since = self._clock() - (last_received if last_received is not None else self._opened)
         if since < self._input_timeout:
-            self.input_silent = False
+            self.silent_topics.discard(topic)
             return
-        if self.input_silent:
+        if topic in self.silent_topics:
             return
-        reliabilities = self.graph.publisher_reliabilities(self.image_topic)
+        reliabilities = self.graph.publisher_reliabilities(topic)
         if not reliabilities:
             return
-        self.input_silent = True
+        self.silent_topics.add(topic)
         hints = []
         if self._input_qos == "reliable" and ReliabilityPolicy.BEST_EFFORT in reliabilities:
             hints.append("a publisher is best effort while input_qos is 'reliable': set input_qos to 'sensor_data'")
         problem = lossy_fastdds_configuration()
         if problem:
             hints.append(f"{problem}: {TRANSPORT_ADVICE}")
-        self.logger.warning(f"no image received on {self.image_topic} for {since:.0f} s although "
+        self.logger.warning(f"no image received on {topic} for {since:.0f} s although "
                             f"{len(reliabilities)} publisher(s) exist" + (": " + "; ".join(hints) if hints else ""))
 
     def _warn_transport_loss(self, lost: int, received: int, lost_total: int) -> None:
@@ -227,7 +248,7 @@ class Troubleshooting:
         if self._camera_info_checked or processed == 0 or camera_info_received:
             return
         self._camera_info_checked = True
-        expected = camera_info_topic(self.image_topic.removesuffix("/compressed"))
+        expected = camera_info_topic(self.image_topics[0].removesuffix("/compressed"))
         if self.graph.publisher_reliabilities(expected):
             return   # published, just not yet received
         elsewhere = sorted(name for name in self.graph.camera_info_topics() if name != expected)

@@ -149,7 +149,7 @@ class SparseInstPipeline:
         with `depth`, the depth inputs; start inference."""
         self.loop.use_pending(pending_frames(self.param("drop_frames"), self.param("queue_size"), len(self.cameras)))
         self.subscriptions = [self._subscribe_image(index) for index in range(len(self.cameras))]
-        self.hints.open(self.subscriptions[0].topic_name, self.param("input_qos"), self.param("input_timeout"))
+        self.hints.open([s.topic_name for s in self.subscriptions], self.param("input_qos"), self.param("input_timeout"))
         qos = INPUT_QOS[self.param("input_qos")]
         self.subscriptions += [camera.subscribe_camera_info(self.node, qos) for camera in self.cameras]
         for camera in self.cameras:
@@ -182,7 +182,7 @@ class SparseInstPipeline:
     # ------------------------------------------------------------------------------------------- callbacks
     def on_image(self, msg: Image | CompressedImage, info, camera: int = 0) -> None:
         """Count, check the header (cheap), and make the frame its camera's pending one; no pixel work here."""
-        self.cameras[camera].received += 1
+        self.cameras[camera].arrived()
         if not self.loop.count_arrival(_age_ms(self.node, msg.header.stamp), self.sequence_gaps.add(info)):
             return                                           # paused
         # Malformed frames are counted here, not in the inference thread: under load most frames are
@@ -191,6 +191,7 @@ class SparseInstPipeline:
             check_message(msg, self.param("max_input_pixels"))
         except ImageConversionError as error:
             self.count_bad_input(error.cause, str(error))
+            self.cameras[camera].bad_inputs += 1
             if self.receive_buffers.refused(len(msg.data)) and self.subscriptions:
                 # the middleware lets go of the buffer it grew for this message with the old subscription
                 self.node.destroy_subscription(self.subscriptions[camera])
@@ -202,7 +203,7 @@ class SparseInstPipeline:
         if self.processor is not None and self.processor.tracking is not None:   # the camera's frame interval
             stamp = msg.header.stamp
             self.processor.tracking.arrived(msg.header.frame_id, stamp.sec + 1e-9 * stamp.nanosec)
-        self.loop.submit((camera, msg))
+        self.cameras[camera].dropped += self.loop.submit((camera, msg))
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
@@ -255,11 +256,12 @@ class SparseInstPipeline:
             self.heap_to_trim = False
             release_free_memory()
         stats = self.loop.snapshot()
-        self.hints.review(stats, self.cameras[0].camera_info.received)
+        self.hints.review(stats, self.cameras[0].camera_info.received,
+                          {s.topic_name: camera.last_received for s, camera in zip(self.subscriptions, self.cameras)})
         model = self.model
         status = diagnostic_status(
             stats, name=f"{self.node.get_fully_qualified_name()}: inference", image_topic=self.hints.image_topic,
-            enabled=self.enabled, input_silent=self.hints.input_silent,
+            enabled=self.enabled, input_silent=self.hints.input_silent, silent_topics=self.hints.silent_text,
             device=str(model.predictor.device) if model else "", precision=model.predictor.precision if model else "",
             model=model.description if model else "", cameras=diagnostic_values(self.cameras, stats.period_s))
         array_msg = DiagnosticArray(status=[status])

@@ -64,6 +64,18 @@ def test_each_camera_has_its_rates_and_counts_in_the_diagnostics_of_several_came
     assert diagnostic_values(cameras_of(None), period_s=1.0) == {}
 
 
+def test_each_camera_counts_its_dropped_and_bad_frames():
+    front, rear = cameras = cameras_of(["/front/image_raw", "/rear/image_raw"])
+    front.arrived()
+    front.arrived()
+    assert front.received == 2 and front.last_received is not None and rear.last_received is None
+    front.dropped, rear.bad_inputs = 1, 3
+    values = diagnostic_values(cameras, period_s=1.0)
+    assert (values["camera /front/image_raw: frames dropped"], values["camera /front/image_raw: bad input frames"],
+            values["camera /rear/image_raw: frames dropped"], values["camera /rear/image_raw: bad input frames"]) \
+        == ("1", "0", "0", "3")
+
+
 def test_the_pipeline_opens_each_cameras_topics(ros):
     from rclpy.node import Node
 

@@ -151,6 +151,27 @@ def test_a_silent_topic_with_publishers_names_the_likely_causes_once(default_tra
     assert not hints.input_silent                                          # images flow again
 
 
+def test_one_silent_camera_among_several_is_said_and_named_in_the_status(default_transports):
+    graph = FakeGraph({"/front/image_raw": [ReliabilityPolicy.BEST_EFFORT],
+                       "/rear/image_raw": [ReliabilityPolicy.BEST_EFFORT]})
+    clock, logger = Clock(), RecordingLogger()
+    hints = Troubleshooting(logger, graph, clock)
+    hints.open(["/front/image_raw", "/rear/image_raw"], "sensor_data", 5.0)
+    clock.now += 7.0
+    # the rear camera keeps sending: the node as a whole still receives frames
+    stats = snapshot(clock, received=10, arrived_at=clock.now)
+    hints.review(stats, camera_info_received=True, last_received={"/front/image_raw": None,
+                                                                 "/rear/image_raw": clock.now})
+    assert hints.input_silent and hints.silent_text == "/front/image_raw"
+    assert len(logger.warnings) == 1 and logger.warnings[0].startswith("no image received on /front/image_raw for ")
+    result = diagnostic_status(snapshot(clock), name="n", image_topic=hints.image_topic, enabled=True,
+                               input_silent=hints.input_silent, silent_topics=hints.silent_text)
+    assert result.message == "no images received on /front/image_raw"
+    hints.review(stats, camera_info_received=True, last_received={"/front/image_raw": clock.now,
+                                                                 "/rear/image_raw": clock.now})
+    assert not hints.input_silent
+
+
 def test_a_silent_topic_without_publishers_is_no_fault_of_the_transport():
     hints, clock, logger = hints_for(FakeGraph())
     clock.now += 60.0
