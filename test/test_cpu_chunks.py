@@ -1,5 +1,6 @@
 """A CPU batch as concurrent chunks (`cpu_chunks`): same results as the whole batch, run at the same time in
 threads of their own, each on its share of the intra-op threads, and the caller's thread count kept."""
+import multiprocessing
 import threading
 
 import pytest
@@ -82,3 +83,22 @@ def test_the_torch_backend_gives_the_whole_batch_results_with_chunks(two_threads
         expected, outputs = whole(images), chunked(images)
     for key in expected:
         torch.testing.assert_close(outputs[key], expected[key], rtol=1e-3, atol=1e-3)  # float rounding
+
+
+def _chunked_sum_in_child(chunks, queue):
+    queue.put(float(chunks(torch.ones(4, 3, 8, 8))["pred_masks"].sum()))
+
+
+def test_a_forked_child_runs_chunks_with_threads_of_its_own(two_threads):
+    chunks = ConcurrentChunks(lambda images: {"pred_masks": images[:, :1] * 2})
+    chunks(torch.ones(4, 3, 8, 8))                            # the parent's pool has threads now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_chunked_sum_in_child, args=(chunks, queue))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child waited for threads it does not have"
+    assert queue.get(timeout=5) == 4 * 8 * 8 * 2

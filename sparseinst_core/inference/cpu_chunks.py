@@ -19,6 +19,8 @@ while chunks run; the OpenMP thread count each thread uses is its own.
 """
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +37,13 @@ class ConcurrentChunks:
         self.forward = forward
         self._pool: ThreadPoolExecutor | None = None
         self._workers = 0
+        # A forked child has none of the pool's threads but would count them as idle and wait forever.
+        runner = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: runner() is not None and runner().forget_pool())
+
+    def forget_pool(self) -> None:
+        """Drop the pool without joining its threads (after a fork they do not exist); the next batch makes one."""
+        self._pool, self._workers = None, 0
 
     def chunks_for(self, batch_size: int) -> int:
         return min(batch_size, torch.get_num_threads())
