@@ -123,7 +123,7 @@ class Troubleshooting:
 
     `open` starts watching the image topics (one per camera); the node calls `frame_received` and `bad_input`
     from its image callback and `review` with each diagnostics period's snapshot. A silent topic is watched
-    per camera, so one dead camera among several is said; the camera_info hint looks beside the first topic.
+    per camera, so one dead camera among several is said, and so is the camera_info beside each topic.
     """
 
     def __init__(self, logger, graph: Graph, clock: Callable[[], float] = time.monotonic):
@@ -138,7 +138,7 @@ class Troubleshooting:
         self.silent_topics: set[str] = set()    # warned about: silent topics that have publishers
         self._large_images_checked = False
         self._last_sample_bytes = 0
-        self._camera_info_checked = False
+        self._camera_info_checked: set[str] = set()   # image topics whose camera_info was looked for
         self._depth_causes_said: set[str] = set()
 
     def open(self, image_topics: str | list[str], input_qos: str, input_timeout: float) -> None:
@@ -203,17 +203,21 @@ class Troubleshooting:
             self.logger.warning(f"receiving {sample_bytes / 1e6:.1f} MB images on {self.image_topic}, but {problem}: "
                                 f"{TRANSPORT_ADVICE}")
 
-    def review(self, stats: StatisticsSnapshot, camera_info_received: bool,
+    def review(self, stats: StatisticsSnapshot, camera_info_received: bool | Mapping[str, bool],
                last_received: Mapping[str, float | None] | None = None) -> None:
-        """The hints that one diagnostics period calls for; `last_received`: the latest arrival on each image
-        topic (default: the snapshot's latest arrival, for one topic)."""
+        """The hints that one diagnostics period calls for. `camera_info_received`: whether a camera_info came
+        beside the image topic, or by image topic for the cameras whose frames were processed; `last_received`:
+        the latest arrival on each image topic (default: the snapshot's latest arrival, for one topic)."""
         if last_received is None:
             last_received = dict.fromkeys(self.image_topics, stats.last_received)
         for topic, last in last_received.items():
             self._check_input_silence(topic, last)
         if stats.period_lost:
             self._warn_transport_loss(stats.period_lost, stats.period_received, stats.lost_in_transport)
-        self._check_camera_info(stats.period_processed, camera_info_received)
+        if isinstance(camera_info_received, bool):
+            camera_info_received = {self.image_topics[0]: camera_info_received}
+        for topic, received in camera_info_received.items():
+            self._check_camera_info(topic, stats.period_processed, received)
 
     def _check_input_silence(self, topic: str, last_received: float | None) -> None:
         """Warn once per silence when an image topic has publishers but nothing arrives."""
@@ -243,15 +247,17 @@ class Troubleshooting:
         self.warn_throttled("transport_loss", f"{lost} of {lost + received} image(s) published on {self.image_topic} "
                             f"in the last period were lost before reaching this node: {hint}", lost_total)
 
-    def _check_camera_info(self, processed: int, camera_info_received: bool) -> None:
-        """Once images flow: say so when no camera_info arrives beside them but one is published elsewhere."""
-        if self._camera_info_checked or processed == 0 or camera_info_received:
+    def _check_camera_info(self, topic: str, processed: int, camera_info_received: bool) -> None:
+        """Once images flow: say so when no camera_info arrives beside an image topic but one is published
+        elsewhere (once per topic)."""
+        if topic in self._camera_info_checked or processed == 0 or camera_info_received:
             return
-        self._camera_info_checked = True
-        expected = camera_info_topic(self.image_topics[0].removesuffix("/compressed"))
+        self._camera_info_checked.add(topic)
+        expected = camera_info_topic(topic.removesuffix("/compressed"))
         if self.graph.publisher_reliabilities(expected):
             return   # published, just not yet received
-        elsewhere = sorted(name for name in self.graph.camera_info_topics() if name != expected)
+        siblings = {camera_info_topic(image_topic.removesuffix("/compressed")) for image_topic in self.image_topics}
+        elsewhere = sorted(name for name in self.graph.camera_info_topics() if name not in siblings)   # not a camera's own
         if elsewhere:
             self.logger.warning(f"no camera_info on {expected} (looked up beside the image topic); CameraInfo is "
                                 f"published on {', '.join(elsewhere)}: remap the image topic so that its camera_info "

@@ -256,8 +256,9 @@ class SparseInstPipeline:
             self.heap_to_trim = False
             release_free_memory()
         stats = self.loop.snapshot()
-        self.hints.review(stats, self.cameras[0].camera_info.received,
-                          {s.topic_name: camera.last_received for s, camera in zip(self.subscriptions, self.cameras)})
+        topics = list(zip((s.topic_name for s in self.subscriptions), self.cameras))   # each camera's image topic
+        self.hints.review(stats, {topic: camera.camera_info.received for topic, camera in topics if camera.processed},
+                          {topic: camera.last_received for topic, camera in topics})
         model = self.model
         status = diagnostic_status(
             stats, name=f"{self.node.get_fully_qualified_name()}: inference", image_topic=self.hints.image_topic,

@@ -272,6 +272,20 @@ def test_a_camera_info_published_elsewhere_is_pointed_out_once():
     assert len(logger.warnings) == 1
 
 
+def test_each_cameras_missing_camera_info_is_pointed_out():
+    graph = FakeGraph({"/front/camera_info": [ReliabilityPolicy.RELIABLE]},
+                      camera_info_topics=["/front/camera_info", "/rear_cam/camera_info"])
+    clock, logger = Clock(), RecordingLogger()
+    hints = Troubleshooting(logger, graph, clock)
+    hints.open(["/front/image_raw", "/rear/image_raw"], "sensor_data", 5.0)
+    for _ in range(2):
+        hints.review(snapshot(clock, received=2, processed=2, arrived_at=clock.now),
+                     camera_info_received={"/front/image_raw": True, "/rear/image_raw": False})
+    assert len(logger.warnings) == 1 and logger.warnings[0].startswith(
+        "no camera_info on /rear/camera_info (looked up beside the image topic); CameraInfo is published on "
+        "/rear_cam/camera_info:")          # not on the front camera's own
+
+
 @pytest.mark.parametrize("processed, received, graph", [
     (0, False, FakeGraph(camera_info_topics=["/camera_info"])),              # no image processed yet
     (1, True, FakeGraph(camera_info_topics=["/camera_info"])),               # it arrives beside the image
