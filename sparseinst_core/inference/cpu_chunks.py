@@ -7,10 +7,10 @@ second node) stalls all of them at the next barrier. The images of a batch are i
 can be cut into chunks that run at the same time, each in its own thread with `threads // chunks` intra-op
 threads: the cores then do independent work and a pre-empted chunk delays only itself.
 
-Measured on this project's 2-core machine (2 intra-op threads; the same forward passes, `docs/ros.md`):
-the demo model at 192x256, 4 cameras through one node, 1.09 and 1.12 times the results per second of 4
-nodes with chunks against 0.82 and 0.90 without; in-process, r18_giam 4 x 448x576 816-888 ms against 939,
-r50_giam 2 x 608x800 2540-2710 ms against 2706-2785, with 6-13% less CPU time.
+Measured on this project's 2-core machine (2 intra-op threads; `docs/ros.md`, runs E to G): 4 cameras
+through one node (the demo model at 192x256) got 1.03 to 1.35 times the results per second of 4 nodes in five
+rounds with chunks, against 0.82 and 0.90 without; in-process, r18_giam 4 x 448x576 took 816-888 ms against
+939 for the whole batch, r50_giam 2 x 608x800 2540-2710 ms against 2706-2785, with 6-13% less CPU time.
 
 The results are the whole batch's up to float rounding (each chunk is a smaller batch of the same size).
 `torch.set_num_threads` is process-wide: a chunk thread sets its share, and the caller sets its own count
