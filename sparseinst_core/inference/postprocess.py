@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +43,13 @@ def maskness_fast(mask_probs: torch.Tensor, binary: torch.Tensor) -> torch.Tenso
     CPU); the pixel counts are exact integers, summed as bytes into int32 (a bool sum widens to int64 first).
     """
     counts = binary.view(torch.uint8).sum((1, 2), dtype=torch.int32)
-    return (mask_probs * binary).sum((1, 2)) / (counts.to(mask_probs.dtype) + 1e-6)
+    if mask_probs.device.type == "cpu" and mask_probs.dtype == torch.float32 and not mask_probs.requires_grad:
+        # numpy multiplies float32 by bool in SIMD, torch casts element by element: 2.5 against 27 ms for
+        # 100 masks of 161x214; the same products, summed by torch in the same order
+        inside = torch.from_numpy(np.multiply(mask_probs.numpy(), binary.numpy(), dtype=np.float32))
+    else:
+        inside = mask_probs * binary
+    return inside.sum((1, 2)) / (counts.to(mask_probs.dtype) + 1e-6)
 
 
 def maskness(mask_probs: torch.Tensor, mask_threshold: float) -> torch.Tensor:
