@@ -80,11 +80,14 @@ class FrameProcessor:
         self.model.predictor.max_instances = count
 
     def __call__(self, msgs: list[Image | CompressedImage], camera_infos: list[CameraInfo | None] | None = None,
-                 overlay: bool = False, depths: list[PairedDepth | None] | None = None) -> list[FrameOutputs]:
+                 overlay: bool | list[bool] = False, depths: list[PairedDepth | None] | None = None
+                 ) -> list[FrameOutputs]:
         """Outputs for each message, in order; `camera_infos[i]` (already carrying the image's header) is
-        passed through as the "camera_info" output; `overlay` draws "overlay" too; `depths` (None: depth off)
-        gives each frame's depth for the 3D outputs."""
+        passed through as the "camera_info" output; `overlay` draws "overlay" too, for every frame or for the
+        frames whose flag is set (a camera whose overlay nobody watches is not drawn); `depths` (None: depth
+        off) gives each frame's depth for the 3D outputs."""
         start = time.monotonic()
+        overlays = overlay if isinstance(overlay, list) else [bool(overlay)] * len(msgs)
         images = [decode(msg) for msg in msgs]
         decoded = time.monotonic()
         results = self.model.predictor(images)
@@ -109,7 +112,7 @@ class FrameProcessor:
                         "detections": to_detection_array(instances, header)}
             if geometry is not None:
                 messages.update(self._messages_3d(header, depths[index].image.header.frame_id, instances, geometry))
-            if overlay:
+            if overlays[index]:
                 drawn = draw_overlay(rgb, instances, self.model.class_names)
                 messages["overlay"] = numpy_to_image(drawn, "rgb8", header)
             if camera_info is not None:

@@ -231,7 +231,7 @@ class SparseInstPipeline:
         cameras, msgs = [self.cameras[index] for index, _ in frames], [msg for _, msg in frames]
         depths = [camera.depth and camera.depth.paired(msg.header) for camera, msg in zip(cameras, msgs)]
         outputs = self.processor(msgs, [camera.camera_info.match(msg.header) for camera, msg in zip(cameras, msgs)],
-                                 overlay=any(camera.overlay_wanted for camera in cameras),
+                                 overlay=[camera.overlay_wanted for camera in cameras],
                                  depths=depths if self.param("depth") else None)
         for camera, output in zip(cameras, outputs):
             self._note_size(camera, *output.image_size)

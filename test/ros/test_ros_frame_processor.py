@@ -43,6 +43,11 @@ def test_outputs_carry_the_input_header_and_describe_the_predictors_result(proce
     assert set(outputs[0].timings_ms) == {"decode", "inference", "outputs"}
 
 
+def test_overlay_is_drawn_only_for_the_frames_that_ask_for_it(processor):
+    watched, unwatched = processor([image_msg(0, 1), image_msg(1, 2)], overlay=[True, False])
+    assert watched.messages["overlay"].encoding == "rgb8" and "overlay" not in unwatched.messages
+
+
 def test_class_filter_camera_info_and_compressed_input(processor):
     msg = image_msg(0, 3)
     compressed = rgb_to_compressed(scene_image(seed=0), "png", msg.header)
