@@ -162,8 +162,7 @@ class SparseInstPipeline:
         # is paused); ages (stamp to now) use the node's clock.
         self.timers.append(self.node.create_timer(self.param("diagnostics_period"), self.report,
                                                   clock=Clock(clock_type=ClockType.STEADY_TIME)))
-        topics = ", ".join(s.topic_name for s in self.subscriptions[:len(self.cameras)])
-        self.logger.info(f"listening on {topics} ({self.param('input_qos')} QoS)")
+        self.logger.info(f"listening on {self.hints.image_topic} ({self.param('input_qos')} QoS)")
 
     def _subscribe_image(self, camera: int = 0):
         qos = input_qos(self.param("input_qos"), self.param("drop_frames"), self.param("queue_size"))
@@ -256,7 +255,7 @@ class SparseInstPipeline:
             self.heap_to_trim = False
             release_free_memory()
         stats = self.loop.snapshot()
-        topics = list(zip((s.topic_name for s in self.subscriptions), self.cameras))   # each camera's image topic
+        topics = list(zip(self.hints.image_topics, self.cameras))       # each camera's (resolved) image topic
         self.hints.review(stats, {topic: camera.camera_info.received for topic, camera in topics if camera.processed},
                           {topic: camera.last_received for topic, camera in topics})
         model = self.model
